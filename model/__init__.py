@@ -1,0 +1,1 @@
+"""The generator: configs, frame autoencoder, causal DiT, KV ring cache, StreamGenerator, training."""

@@ -1,0 +1,1 @@
+"""The bridge between OBS, cameras, chat and the daemon. Never imports torch."""
