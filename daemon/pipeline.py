@@ -166,3 +166,18 @@ class PassthroughPipeline(Pipeline):
 
     def styles(self) -> list[StyleInfo]:
         return [StyleInfo("original", "original", "the input, unchanged")]
+
+
+def build_pipeline(model) -> Pipeline:
+    """The pipeline that ``model`` (a ``config.ModelConfig``) asks for, or passthrough when it
+    cannot be loaded: the daemon keeps streams alive and says why in its status."""
+    if model.pipeline == "passthrough":
+        return PassthroughPipeline(note="configured: model.pipeline = passthrough")
+    try:
+        from .generator_pipeline import GeneratorPipeline
+
+        return GeneratorPipeline.load(preset=model.preset, checkpoint=model.checkpoint or None,
+                                      device=model.device, dtype=model.dtype)
+    except Exception as exc:  # fail open: any load failure serves frames unchanged
+        log.error("model %s could not be loaded, serving passthrough: %s", model.preset, exc)
+        return PassthroughPipeline(note=f"model {model.preset!r} failed to load: {exc}")
