@@ -1,0 +1,103 @@
+"""How self-attention sees other frames: one network, two contexts.
+
+The denoiser's attention layers call ``context.attend(layer, q, k, v, frame_emb)`` and do not
+know whether they run over a whole clip or one chunk of a stream:
+
+- ``BlockCausalContext``: training / reference forward over a clip of T frames. Each chunk of
+  ``frames_per_step`` frames sees itself, the sink frames and the window before it (a
+  block-causal mask that reproduces sink + window visibility exactly), with the same bounded
+  frame indices the stream would give.
+- ``StreamContext``: inference. The chunk's K/V go into each session's ``KVRingCache`` in place,
+  and the chunk attends to the whole cache under its validity mask.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from . import ops
+from .config import ModelConfig
+from .kv_cache import KVRingCache, frame_index, frame_visible
+
+KVRecorder = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+class AttentionContext(Protocol):
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_emb: torch.Tensor
+    ) -> torch.Tensor:
+        """q, k, v: (B, H, T * N, Dh) for the frames being run; frame_emb: (P, H, Dh).
+
+        Returns (B, H, T * N, Dh).
+        """
+        ...
+
+
+class BlockCausalContext:
+    """Full-sequence attention over a clip with a block-causal sink + window mask.
+
+    ``frame_ids`` are the absolute stream indices of the clip's frames (default 0..T-1); KV-recache
+    passes the surviving frames' indices, so visibility and frame indices match the stream.
+    ``record(layer, k, v)``, if given, receives each layer's (B, H, T * N, Dh) keys and values.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        n_frames: int,
+        tokens_per_frame: int,
+        device: torch.device | str,
+        frame_ids: Sequence[int] | None = None,
+        record: KVRecorder | None = None,
+    ) -> None:
+        ids = list(range(n_frames)) if frame_ids is None else list(frame_ids)
+        if len(ids) != n_frames:
+            raise ValueError(f"frame_ids has {len(ids)} entries for {n_frames} frames")
+        f = config.frames_per_step
+        self.n = tokens_per_frame
+        self.record = record
+        # One entry per query chunk: its rows, the frame index of every key frame, and the mask.
+        self.chunks: list[tuple[slice, torch.Tensor, torch.Tensor]] = []
+        start = 0
+        while start < n_frames:
+            stop = start
+            while stop < n_frames and ids[stop] // f == ids[start] // f:
+                stop += 1
+            chunk_start = (ids[start] // f) * f
+            # Keys outside the mask get a clamped (unused) index so the table lookup stays in range.
+            top = config.frame_positions - 1
+            idx = torch.tensor([min(max(frame_index(j, chunk_start, config), 0), top) for j in ids], device=device)
+            vis = torch.tensor([frame_visible(j, ids[start], config) for j in ids], device=device)
+            mask = vis.repeat_interleave(tokens_per_frame).view(1, 1, 1, -1)
+            self.chunks.append((slice(start * self.n, stop * self.n), idx, mask))
+            start = stop
+
+    def attend(self, layer, q, k, v, frame_emb):
+        if self.record is not None:
+            self.record(layer, k, v)
+        b, h, length, dh = k.shape
+        out = torch.empty_like(q)
+        k_frames = k.unflatten(2, (length // self.n, self.n))
+        for rows, idx, mask in self.chunks:
+            # Keys of every frame, offset by their frame index as seen from this chunk.
+            k_eff = (k_frames + frame_emb[idx].transpose(0, 1)[None, :, :, None, :]).flatten(2, 3)
+            out[:, :, rows] = ops.attention(q[:, :, rows], k_eff, v, mask)
+        return out
+
+
+class StreamContext:
+    """Streaming attention: batch row b belongs to ``caches[b]``; the chunk's K/V are written in place."""
+
+    def __init__(self, caches: Sequence[KVRingCache]) -> None:
+        self.caches = list(caches)
+
+    def attend(self, layer, q, k, v, frame_emb):
+        out = torch.empty_like(q)
+        # Sessions have their own caches (and may sit at different ring phases), so attention runs
+        # per session; the projections around it stay batched.
+        for b, cache in enumerate(self.caches):
+            cache.write_kv(layer, k[b], v[b])
+            k_all, v_all = cache.keys_values(layer, frame_emb)
+            out[b] = ops.attention(q[b : b + 1], k_all[None], v_all[None], cache.key_mask()[None])[0]
+        return out

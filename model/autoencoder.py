@@ -1,0 +1,44 @@
+"""Per-frame autoencoder: 8x spatial down, no temporal compression, a small fast decoder.
+
+One camera frame in gives one latent frame out, so the stream never buffers frames. The
+decoder is narrower than the encoder because it runs on every output frame at full
+resolution, where its first layers dominate the cost.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+class FrameAutoencoder(nn.Module):
+    """RGB frames in [-1, 1] <-> latents with ``latent_channels`` channels at 1/8 resolution."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        enc: list[nn.Module] = []
+        c_in = 3
+        for c in config.ae_channels:
+            # Stride-2 conv halves the size; a second conv at the new size adds capacity cheaply.
+            enc += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
+            c_in = c
+        enc.append(nn.Conv2d(c_in, config.latent_channels, 1))
+        self.encoder = nn.Sequential(*enc)
+
+        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, config.ae_decoder_channels[0], 3, padding=1), nn.SiLU()]
+        c_in = config.ae_decoder_channels[0]
+        for c in config.ae_decoder_channels:
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c, 3, padding=1), nn.SiLU()]
+            c_in = c
+        dec.append(nn.Conv2d(c_in, 3, 3, padding=1))
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames: (B, 3, H, W) in [-1, 1] -> latents (B, C, H/8, W/8)."""
+        return self.encoder(frames)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents: (B, C, h, w) -> frames (B, 3, 8h, 8w), clamped to [-1, 1]."""
+        return self.decoder(latents).clamp(-1.0, 1.0)

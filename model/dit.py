@@ -1,0 +1,177 @@
+"""The denoiser: one DiT class for every preset, for clip training and for streaming.
+
+Tokens are 2x2 patches of the noisy output latent with the input frame's latent concatenated
+channel-wise (video-to-video conditioning). Each frame gets its own adaLN modulation from its
+noise level, its step size (for shortcut-distilled models) and the pooled prompt; a single
+shared modulation MLP plus a learned per-block table keeps the parameter count small
+(adaLN-single, as PixArt-alpha). Self-attention uses QK-norm, 2D RoPE over the patch grid and
+a bounded frame index; which frames it sees is the ``AttentionContext``'s business, so the
+same module runs a block-causal clip forward and a KV-cached stream step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .attention import AttentionContext
+from .config import ModelConfig
+
+
+def timestep_features(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """Sinusoidal features of values in [0, 1] (noise level or step size). t: (...) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    ang = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat((ang.cos(), ang.sin()), dim=-1)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        d, h = config.dim, config.n_heads
+        self.layer, self.n_heads, self.eps = layer, h, config.norm_eps
+        self.modulation = nn.Parameter(torch.zeros(6, d))  # per-block offset to the shared adaLN
+        self.qkv = nn.Linear(d, 3 * d)
+        self.q_norm = nn.Parameter(torch.ones(config.head_dim))
+        self.k_norm = nn.Parameter(torch.ones(config.head_dim))
+        self.frame_emb = nn.Parameter(torch.zeros(config.frame_positions, h, config.head_dim))
+        self.attn_out = nn.Linear(d, d)
+        self.cross_norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_kv = nn.Linear(d, 2 * d)
+        self.cross_out = nn.Linear(d, d)
+        self.ffn_in = nn.Linear(d, config.ffn_dim)
+        self.ffn_out = nn.Linear(config.ffn_dim, d)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, H, L, Dh)."""
+        return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mod: torch.Tensor,
+        text: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: AttentionContext,
+    ) -> torch.Tensor:
+        """x: (B, T, N, D); mod: (B, T, 6, D); text: (B, L, D) projected prompt tokens;
+        rope: cos/sin (N, Dh/2). Returns (B, T, N, D)."""
+        b, t, n, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
+
+        h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
+        q, k, v = self.qkv(h).view(b, t * n, 3, d).unbind(2)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        q = ops.rms_norm(q, self.q_norm, self.eps)
+        k = ops.rms_norm(k, self.k_norm, self.eps)
+        # RoPE per frame: view the token axis as (frames, tokens) so the (N, Dh/2) table broadcasts.
+        q = ops.apply_rope_2d(q.unflatten(2, (t, n)), *rope).flatten(2, 3)
+        k = ops.apply_rope_2d(k.unflatten(2, (t, n)), *rope).flatten(2, 3)
+        a = context.attend(self.layer, q, k, v, self.frame_emb)
+        x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, d)), gate1)
+
+        h = self.cross_norm(x).view(b, t * n, d)
+        ck, cv = self.cross_kv(text).chunk(2, dim=-1)
+        c = ops.attention(self._heads(self.cross_q(h)), self._heads(ck), self._heads(cv))
+        x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, d))
+
+        h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
+        return ops.gated_residual(x, self.ffn_out(F.gelu(self.ffn_in(h), approximate="tanh")), gate2)
+
+
+class CausalDiT(nn.Module):
+    """Predicts the flow-matching velocity (noise - clean) of each frame's latent."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.patch_in = nn.Linear(config.patch_dim, d)
+        self.chunk_pos = nn.Parameter(torch.zeros(config.frame_positions, d))  # frame's place in its chunk
+        self.sigma_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.step_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.pooled_proj = nn.Linear(config.text_dim, d)
+        self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(DiTBlock(config, i) for i in range(config.n_layers))
+        self.final_adaln = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.patch_out = nn.Linear(d, config.patch_size**2 * config.latent_channels)
+        self._rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DiT initialisation: Xavier linears, zero gates and output (each block starts as identity)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for blk in self.blocks:
+            nn.init.normal_(blk.frame_emb, std=0.02)
+        nn.init.normal_(self.chunk_pos, std=0.02)
+        for lin in (self.adaln[-1], self.final_adaln[-1], self.patch_out):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def rope_tables(self, grid_h: int, grid_w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (grid_h, grid_w, like.device, like.dtype)
+        if key not in self._rope:  # a few frame sizes per process; built once each
+            self._rope[key] = ops.rope_2d_tables(
+                grid_h, grid_w, self.config.head_dim, self.config.rope_base, like.device, like.dtype
+            )
+        return self._rope[key]
+
+    def _patchify(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) -> (B, T, N, C * p * p), row-major patches."""
+        b, t, c, h, w = z.shape
+        p = self.config.patch_size
+        z = z.view(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return z.reshape(b, t, (h // p) * (w // p), c * p * p)
+
+    def _unpatchify(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B, T, N, C * p * p) -> (B, T, C, h, w)."""
+        b, t = x.shape[:2]
+        p, c = self.config.patch_size, self.config.latent_channels
+        x = x.view(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, t, c, h, w)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        sigma: torch.Tensor,
+        step: torch.Tensor,
+        pooled: torch.Tensor,
+        tokens: torch.Tensor,
+        context: AttentionContext,
+        chunk_offset: int = 0,
+    ) -> torch.Tensor:
+        """Velocity for every frame.
+
+        x: (B, T, C, h, w) noisy latents; cond: (B, T, C, h, w) input-frame latents;
+        sigma, step: (B, T) noise level and step size per frame; pooled: (B, text_dim);
+        tokens: (B, text_tokens, text_dim); context: which frames attention sees.
+        ``chunk_offset``: place in its chunk of frame 0 (frames are consecutive stream frames).
+        Returns (B, T, C, h, w).
+        """
+        b, t, _, h, w = x.shape
+        p = self.config.patch_size
+        tok = self.patch_in(self._patchify(torch.cat((x, cond), dim=2)))
+        places = (torch.arange(t, device=x.device) + chunk_offset) % self.config.frames_per_step
+        tok = tok + self.chunk_pos[places][None, :, None, :]
+
+        dt = tok.dtype
+        c = self.sigma_mlp(timestep_features(sigma).to(dt)) + self.step_mlp(timestep_features(step).to(dt))
+        c = c + self.pooled_proj(pooled)[:, None, :]  # (B, T, D)
+        mod = self.adaln(c).unflatten(-1, (6, -1))  # (B, T, 6, D)
+        text = self.text_proj(tokens)
+        rope = self.rope_tables(h // p, w // p, tok)
+        for blk in self.blocks:
+            tok = blk(tok, mod, text, rope, context)
+        shift, scale = self.final_adaln(c).unsqueeze(2).chunk(2, dim=-1)
+        tok = ops.layer_norm_modulate(tok, shift, scale, self.config.norm_eps)
+        return self._unpatchify(self.patch_out(tok), h, w)

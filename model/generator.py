@@ -1,0 +1,212 @@
+"""StreamGenerator: the inference engine over many sessions, one chunk of frames per step.
+
+Each ``StreamSession`` owns its ``KVRingCache``, ``PromptState``, strength and random generator.
+``step`` runs a batch of same-sized sessions together: encode the input frames, noise the
+input latents to each session's strength, run the Euler steps through the denoiser (writing
+the chunk's K/V into each cache in place), commit the caches and decode. The engine knows
+nothing about transport; frames are tensors in [-1, 1].
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .attention import BlockCausalContext, StreamContext
+from .config import ModelConfig
+from .kv_cache import KVRingCache, frame_slot
+from .network import RestyleModel
+from .prompts import MAX_BLEND, PromptState, blend
+from .sampler import euler_step, noise_latent, sigma_schedule
+from .text import TextEmbedding, TextEncoder
+
+PROMPT_MODES = ("cut", "recache", "transition")
+
+
+@dataclass
+class StreamSession:
+    """Per-stream state. Create with ``StreamGenerator.open_session``."""
+
+    width: int
+    height: int
+    cache: KVRingCache
+    prompt: PromptState
+    strength: float
+    seed: int
+    generator: torch.Generator
+    label: str = ""  # human-readable prompt, for logs
+    frames_out: int = field(default=0)
+
+
+class StreamGenerator:
+    """Runs a ``RestyleModel`` over live streams.
+
+    ``text_encoder`` defaults to a ``TextEncoder`` on the model's device; tests pass a shared one.
+    """
+
+    def __init__(self, model: RestyleModel, text_encoder: TextEncoder | None = None) -> None:
+        self.model = model.eval()
+        self.config: ModelConfig = model.config
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.text = text_encoder or TextEncoder(self.config.text_tokens, self.device, self.dtype)
+        if self.text.text_tokens != self.config.text_tokens:
+            raise ValueError(
+                f"text encoder pads to {self.text.text_tokens} tokens but the model expects {self.config.text_tokens}"
+            )
+
+    # ---- prompts --------------------------------------------------------------------------------
+    def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
+        """Conditioning for one prompt or a weighted blend of up to four ``(text, weight)`` pairs."""
+        if isinstance(prompts, str):
+            prompts = [(prompts, 1.0)]
+        if not 1 <= len(prompts) <= MAX_BLEND:
+            raise ValueError(f"a prompt blend has 1 to {MAX_BLEND} prompts, got {len(prompts)}")
+        embs = [self.text(t) for t, _ in prompts]
+        e = blend(embs, [w for _, w in prompts])
+        return TextEmbedding(e.pooled.to(self.device, self.dtype), e.tokens.to(self.device, self.dtype))
+
+    def set_prompt(
+        self,
+        session: StreamSession,
+        prompts: str | Sequence[tuple[str, float]],
+        mode: str = "cut",
+        transition_frames: int = 0,
+        interpolation: str = "slerp",
+    ) -> None:
+        """Switch prompt: ``cut`` (next frame), ``recache`` (cut, then re-run the cached frames
+        under the new prompt) or ``transition`` (interpolate over ``transition_frames`` frames)."""
+        if mode not in PROMPT_MODES:
+            raise ValueError(f"prompt mode must be one of {PROMPT_MODES}, got {mode!r}")
+        emb = self.embed(prompts)  # embeds (and validates) before touching the session
+        if mode == "transition":
+            session.prompt.start_transition(emb, transition_frames, interpolation)
+        else:
+            session.prompt.cut(emb)
+            if mode == "recache":
+                self.recache(session)
+        session.label = prompts if isinstance(prompts, str) else " + ".join(f"{w:g}*{t}" for t, w in prompts)
+
+    # ---- sessions -------------------------------------------------------------------------------
+    def open_session(
+        self,
+        width: int,
+        height: int,
+        prompts: str | Sequence[tuple[str, float]],
+        strength: float | None = None,
+        seed: int | None = None,
+    ) -> StreamSession:
+        """Allocate a session's cache and state; raises ValueError for sizes or settings it cannot serve."""
+        latent_hw = self.config.latent_size(width, height)
+        strength = self._check_strength(self.config.default_strength if strength is None else strength)
+        seed = secrets.randbits(63) if seed is None else int(seed)
+        emb = self.embed(prompts)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        return StreamSession(
+            width=width,
+            height=height,
+            cache=KVRingCache(self.config, latent_hw, self.device, self.dtype),
+            prompt=PromptState(emb),
+            strength=strength,
+            seed=seed,
+            generator=gen,
+            label=prompts if isinstance(prompts, str) else "blend",
+        )
+
+    @staticmethod
+    def _check_strength(strength: float) -> float:
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1] (0 keeps the input, 1 starts from pure noise), got {strength}")
+        return float(strength)
+
+    def set_params(self, session: StreamSession, strength: float | None = None, seed: int | None = None) -> None:
+        if strength is not None:
+            session.strength = self._check_strength(strength)
+        if seed is not None:
+            session.seed = int(seed)
+            session.generator.manual_seed(session.seed)
+
+    def reset(self, session: StreamSession) -> None:
+        """Forget the history: empty cache, generator back to the seed; the prompt stays."""
+        session.cache.reset()
+        session.generator.manual_seed(session.seed)
+        session.frames_out = 0
+
+    # ---- inference ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, sessions: Sequence[StreamSession], frames: torch.Tensor) -> torch.Tensor:
+        """One chunk for each session.
+
+        frames: (B, F, 3, H, W) in [-1, 1] on the model's device, F = ``frames_per_step``, every
+        session of size W x H. Returns the restyled frames, same shape, in [-1, 1].
+        """
+        cfg = self.config
+        b, f = len(sessions), cfg.frames_per_step
+        if frames.dim() != 5 or frames.shape[:3] != (b, f, 3):
+            raise ValueError(f"expected frames of shape ({b}, {f}, 3, H, W), got {tuple(frames.shape)}")
+        for s in sessions:
+            if (s.width, s.height) != (frames.shape[-1], frames.shape[-2]):
+                raise ValueError(
+                    f"session is {s.width}x{s.height} but the frame is {frames.shape[-1]}x{frames.shape[-2]}"
+                )
+        frames = frames.to(self.device, self.dtype)
+        ae, dit = self.model.autoencoder, self.model.dit
+        z = ae.encode(frames.flatten(0, 1)).unflatten(0, (b, f))
+        noise = torch.stack(
+            [torch.randn(z.shape[1:], generator=s.generator, device=self.device, dtype=self.dtype) for s in sessions]
+        )
+        strength = torch.tensor([s.strength for s in sessions], device=self.device, dtype=self.dtype)
+        sig = sigma_schedule(cfg.sigmas, strength)  # (B, K + 1)
+        for s in sessions:
+            s.prompt.advance()
+            s.cache.begin_chunk()
+        pooled = torch.stack([s.prompt.pooled for s in sessions])
+        tokens = torch.stack([s.prompt.tokens for s in sessions])
+        context = StreamContext([s.cache for s in sessions])
+        x = noise_latent(z, noise, sig[:, 0])
+        n_steps = len(cfg.sigmas)
+        for k in range(n_steps):
+            s_now, s_next = sig[:, k], sig[:, k + 1]
+            sigma_bf = s_now[:, None].expand(b, f)
+            step_bf = (s_now - s_next)[:, None].expand(b, f)
+            v = dit(x, z, sigma_bf, step_bf, pooled, tokens, context)
+            if k == n_steps - 1:
+                # The cache now holds this step's K/V: keep the inputs that produced them for recache.
+                for i, s in enumerate(sessions):
+                    s.cache.store_inputs(x[i], z[i], sigma_bf[i], step_bf[i])
+            x = euler_step(x, v, s_now, s_next)
+        for s in sessions:
+            s.cache.commit()
+            s.frames_out += f
+        return ae.decode(x.flatten(0, 1)).unflatten(0, (b, f))
+
+    @torch.inference_mode()
+    def recache(self, session: StreamSession) -> None:
+        """Re-run the cached frames (sinks and window) under the session's current prompt and
+        overwrite their K/V in place, as LongLive's KV-recache does. Frames already evicted are
+        gone, so each cached frame sees the cached frames before it."""
+        cache, cfg = session.cache, self.config
+        frames = cache.visible_frames()
+        if not frames:
+            return
+        slots = [frame_slot(j, cfg) for j in frames]
+        idx = torch.tensor(slots, device=self.device)
+        n = cache.tokens_per_frame
+
+        def record(layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+            for i, slot in enumerate(slots):
+                cache.write_kv(layer, k[0, :, i * n : (i + 1) * n], v[0, :, i * n : (i + 1) * n], slice(slot, slot + 1))
+
+        context = BlockCausalContext(cfg, len(frames), n, self.device, frame_ids=frames, record=record)
+        self.model.dit(
+            cache.x_in[idx][None],
+            cache.cond[idx][None],
+            cache.sigma[idx][None],
+            cache.step[idx][None],
+            session.prompt.pooled[None],
+            session.prompt.tokens[None],
+            context,
+        )

@@ -1,0 +1,149 @@
+"""Per-session KV ring cache: pinned sink frames plus a rolling window, fixed capacity.
+
+Slots (frames) are laid out ``[sink 0 .. S-1 | ring 0 .. R-1]`` with ``R = window + chunk``:
+the chunk being generated is written into the ring slots that held the frames just past the
+window, so nothing visible is evicted before the chunk has attended to it. Every buffer is
+allocated once; steps write into slices in place, and bookkeeping is host-side integers, so
+nothing reads back from the device.
+
+Frame positions are a *bounded frame index* (see ``frame_index``): for non-sink frames the age
+relative to the chunk being generated, for sinks a fixed index from the top of the table. Keys
+are stored without it; the attention adds a learned per-index key offset at read time, so a
+frame's cached K/V never needs rewriting as it ages.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+
+
+def frame_index(frame: int, chunk_start: int, config: ModelConfig) -> int:
+    """Bounded frame index of key ``frame`` as seen from the chunk starting at ``chunk_start``.
+
+    Non-sink frames: ``chunk_start + F - 1 - frame`` (0 for the chunk's last frame, growing with
+    age, at most window + F - 1). Sink frames: ``frame_positions - 1 - frame``, fixed forever.
+    """
+    if frame < config.sink_frames:
+        return config.frame_positions - 1 - frame
+    return chunk_start + config.frames_per_step - 1 - frame
+
+
+def frame_visible(frame: int, query_frame: int, config: ModelConfig) -> bool:
+    """Whether ``query_frame`` attends to ``frame``: same or earlier chunk, and a sink or in the window."""
+    f = config.frames_per_step
+    chunk_start = (query_frame // f) * f
+    if frame >= chunk_start + f:
+        return False
+    return frame < config.sink_frames or frame >= chunk_start - config.window_frames
+
+
+def frame_slot(frame: int, config: ModelConfig) -> int:
+    """Cache slot that holds ``frame``: sinks in order, later frames round the ring."""
+    if frame < config.sink_frames:
+        return frame
+    return config.sink_frames + (frame - config.sink_frames) % config.ring_frames
+
+
+class KVRingCache:
+    """Keys, values and the network inputs (for KV-recache) of one session's visible frames.
+
+    Buffers (``slots = sink + window + frames_per_step``, ``N`` tokens per frame):
+      k, v:        (layers, heads, slots * N, head_dim)
+      frame_idx:   (slots,) long, bounded frame index of each slot
+      token_valid: (slots, N) bool, True where a slot holds a visible frame
+      x_in, cond:  (slots, C, h, w) the noisy latent and conditioning latent the K/V came from
+      sigma, step: (slots,) their noise level and step size
+    """
+
+    def __init__(
+        self, config: ModelConfig, latent_hw: tuple[int, int], device: torch.device | str, dtype: torch.dtype
+    ) -> None:
+        self.config = config
+        self.latent_hw = latent_hw
+        p = config.patch_size
+        self.tokens_per_frame = (latent_hw[0] // p) * (latent_hw[1] // p)
+        slots, n = config.cache_frames, self.tokens_per_frame
+        kv_shape = (config.n_layers, config.n_heads, slots * n, config.head_dim)
+        self.k = torch.zeros(kv_shape, device=device, dtype=dtype)
+        self.v = torch.zeros(kv_shape, device=device, dtype=dtype)
+        self.frame_idx = torch.zeros(slots, device=device, dtype=torch.long)
+        self.token_valid = torch.zeros(slots, n, device=device, dtype=torch.bool)
+        self.x_in = torch.zeros(slots, config.latent_channels, *latent_hw, device=device, dtype=dtype)
+        self.cond = torch.zeros_like(self.x_in)
+        self.sigma = torch.zeros(slots, device=device, dtype=dtype)
+        self.step = torch.zeros(slots, device=device, dtype=dtype)
+        self.frames_seen = 0  # committed frames; host-side so no step ever syncs
+
+    # ---- bookkeeping (host ints only) ---------------------------------------------------------
+    @property
+    def chunk_slots(self) -> slice:
+        """Slots of the chunk about to be generated (contiguous: sink and ring are chunk multiples)."""
+        start = frame_slot(self.frames_seen, self.config)
+        return slice(start, start + self.config.frames_per_step)
+
+    def visible_frames(self) -> list[int]:
+        """Absolute indices of the committed frames the next chunk will see, oldest first."""
+        c, cfg = self.frames_seen, self.config
+        return [j for j in range(max(0, c - cfg.window_frames - cfg.sink_frames), c) if frame_visible(j, c, cfg)]
+
+    def begin_chunk(self) -> None:
+        """Mark the next chunk's slots valid and give them their frame indices (in place)."""
+        cfg, c, s = self.config, self.frames_seen, self.chunk_slots
+        for f in range(cfg.frames_per_step):
+            self.frame_idx[s.start + f] = frame_index(c + f, c, cfg)
+        self.token_valid[s] = True
+
+    def commit(self) -> None:
+        """The chunk is final: every ring frame ages by one chunk."""
+        cfg = self.config
+        self.frame_idx[cfg.sink_frames :] += cfg.frames_per_step
+        self.frames_seen += cfg.frames_per_step
+
+    def reset(self) -> None:
+        """Forget every frame; buffers are kept (and overwritten before they are read again)."""
+        self.token_valid.fill_(False)
+        self.frame_idx.zero_()
+        self.frames_seen = 0
+
+    # ---- data ---------------------------------------------------------------------------------
+    def write_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: slice | None = None) -> None:
+        """Store one layer's keys/values for frames in ``slots`` (default: the current chunk).
+
+        k, v: (heads, frames * N, head_dim).
+        """
+        s = self.chunk_slots if slots is None else slots
+        n = self.tokens_per_frame
+        self.k[layer, :, s.start * n : s.stop * n].copy_(k)
+        self.v[layer, :, s.start * n : s.stop * n].copy_(v)
+
+    def store_inputs(self, x_in: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, step: torch.Tensor) -> None:
+        """Keep the chunk's network inputs so a later KV-recache can re-run them.
+
+        x_in, cond: (F, C, h, w); sigma, step: (F,).
+        """
+        s = self.chunk_slots
+        self.x_in[s].copy_(x_in)
+        self.cond[s].copy_(cond)
+        self.sigma[s].copy_(sigma)
+        self.step[s].copy_(step)
+
+    def keys_values(self, layer: int, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys with each slot's frame-index offset added, and values.
+
+        frame_emb: (frame_positions, heads, head_dim). Returns (heads, slots * N, head_dim) twice.
+        """
+        slots, n = self.config.cache_frames, self.tokens_per_frame
+        k = self.k[layer].unflatten(1, (slots, n)) + frame_emb[self.frame_idx].transpose(0, 1)[:, :, None, :]
+        return k.flatten(1, 2), self.v[layer]
+
+    def key_mask(self) -> torch.Tensor:
+        """(1, 1, slots * N) bool view, True for keys the chunk may attend to."""
+        return self.token_valid.view(1, 1, -1)
+
+    def storage_pointers(self) -> tuple[int, ...]:
+        """Data pointers of every buffer, to check that nothing was ever reallocated."""
+        return tuple(
+            t.data_ptr()
+            for t in (self.k, self.v, self.frame_idx, self.token_valid, self.x_in, self.cond, self.sigma, self.step)
+        )
