@@ -40,13 +40,15 @@ class FakeTwitchServer:
     """Usage: ``with FakeTwitchServer() as server: ... server.port ...``."""
 
     def __init__(self, ack_tags: bool = True, ssl_context: ssl.SSLContext | None = None,
-                 bot_badges: str = "", accept: bool = True) -> None:
+                 bot_badges: str = "", accept: bool = True, answer_pings: bool = True) -> None:
         """``ack_tags``: acknowledge Twitch's capabilities (False: refuse them, as ngircd does).
         ``bot_badges``: the badges in the bot's own USERSTATE, e.g. "moderator/1".
-        ``accept``: False closes every new connection at once (to test reconnect backoff)."""
+        ``accept``: False closes every new connection at once (to test reconnect backoff).
+        ``answer_pings``: False leaves the client's PINGs unanswered, like a dead link."""
         self.ack_tags = ack_tags
         self.bot_badges = bot_badges
         self.accept = accept
+        self.answer_pings = answer_pings
         self._ssl = ssl_context
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
@@ -241,5 +243,48 @@ class FakeTwitchServer:
                              f"{host} ROOMSTATE #{channel}")
             c.channels.add(channel)
             c.send(("\r\n".join(lines) + "\r\n").encode())
-        elif msg.command == "PING":
+        elif msg.command == "PING" and self.answer_pings:
             c.send(f"{host} PONG tmi.twitch.tv :{msg.trailing}\r\n".encode())
+
+
+class RecordingTarget:
+    """A control target that records what chat asked for (thread-safe), optionally slowly."""
+
+    def __init__(self, styles: list | None = None, delay_s: float = 0.0, fail: bool = False) -> None:
+        from morphcam.daemon.pipeline import StyleInfo
+
+        self._styles = styles if styles is not None else [
+            StyleInfo("anime", "anime cel shading", "flat colours, ink lines"),
+            StyleInfo("oil paint", "thick oil paint strokes"),
+            StyleInfo("snowfall", "gentle snowfall at night"),
+        ]
+        self.delay_s = delay_s
+        self.fail = fail
+        self.calls: list[tuple[float, str, object]] = []  # (monotonic time, method, argument)
+        self._lock = threading.Lock()
+
+    def _record(self, method: str, arg: object) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail:
+            raise ConnectionError("the daemon is down")
+        with self._lock:
+            self.calls.append((time.monotonic(), method, arg))
+
+    def styles(self) -> list:
+        if self.fail:
+            raise ConnectionError("the daemon is down")
+        return list(self._styles)
+
+    def set_prompt(self, change) -> None:
+        self._record("set_prompt", change)
+
+    def set_enabled(self, enabled: bool) -> None:
+        self._record("set_enabled", enabled)
+
+    def set_strength(self, strength: float) -> None:
+        self._record("set_strength", strength)
+
+    def of(self, method: str) -> list:
+        with self._lock:
+            return [arg for _, m, arg in self.calls if m == method]
