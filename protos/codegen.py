@@ -14,25 +14,25 @@ import tempfile
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
-SOURCE_DIR = PROTO_ROOT / "morphcam" / "v1"
 OUTPUT_DIR = PROTO_ROOT / "v1"
 _IMPORT_FROM = "from morphcam.v1 import "
 _IMPORT_TO = "from morphcam.protos.v1 import "
 
 
-def generate(out_dir: Path) -> list[Path]:
-    """Run protoc on every .proto of v1 into ``out_dir``; return the files written."""
+def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
+    """Run protoc on every .proto of v1 under ``proto_root`` into ``out_dir``; return the files written."""
     from grpc_tools import protoc  # dev dependency: only needed to regenerate
     import grpc_tools
 
-    protos = sorted(SOURCE_DIR.glob("*.proto"))
+    source_dir = proto_root / "morphcam" / "v1"
+    protos = sorted(source_dir.glob("*.proto"))
     if not protos:
-        raise SystemExit(f"no .proto files in {SOURCE_DIR}")
+        raise SystemExit(f"no .proto files in {source_dir}")
     with tempfile.TemporaryDirectory() as tmp:
         include = Path(grpc_tools.__file__).parent / "_proto"
-        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={tmp}",
+        args = ["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={tmp}",
                 f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
-        args += [str(p.relative_to(PROTO_ROOT)) for p in protos]
+        args += [str(p.relative_to(proto_root)) for p in protos]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed: see the messages above")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,14 +48,14 @@ def generate(out_dir: Path) -> list[Path]:
     return written
 
 
-def stale_files() -> list[str]:
+def stale_files(proto_root: Path = PROTO_ROOT, output_dir: Path = OUTPUT_DIR) -> list[str]:
     """Names of generated files that differ from a fresh generation (empty when up to date)."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
+        fresh = generate(Path(tmp), proto_root)
         names = {p.name for p in fresh}
-        committed = {p.name for p in OUTPUT_DIR.glob("*") if p.is_file() and p.suffix in (".py", ".pyi")}
-        stale = sorted(n for n in names if not (OUTPUT_DIR / n).exists()
-                       or not filecmp.cmp(Path(tmp) / n, OUTPUT_DIR / n, shallow=False))
+        committed = {p.name for p in output_dir.glob("*") if p.is_file() and p.suffix in (".py", ".pyi")}
+        stale = sorted(n for n in names if not (output_dir / n).exists()
+                       or not filecmp.cmp(Path(tmp) / n, output_dir / n, shallow=False))
         return stale + sorted(committed - names)
 
 

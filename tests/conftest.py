@@ -5,10 +5,15 @@ import os
 
 import pytest
 
+from helpers.daemons import make_config
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
     try:
         import torch
 
@@ -18,6 +23,35 @@ def pytest_collection_modifyitems(config, items):
     if has_gpu:
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """start_daemon(pipeline=None, **server_overrides) -> a running DaemonThread, stopped after the test."""
+    from morphcam.daemon.server import DaemonThread
+
+    started = []
+
+    def start(pipeline=None, environ=None, **server) -> DaemonThread:
+        d = DaemonThread(make_config(tmp_path, **server), pipeline or _passthrough(), environ=environ or {})
+        d.start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def transport(request):
+    """Which of the daemon's addresses a test talks to."""
+    return request.param
+
+
+def _passthrough():
+    from morphcam.daemon.pipeline import PassthroughPipeline
+
+    return PassthroughPipeline()
