@@ -43,6 +43,7 @@ class ObsControl:
         self.controller = controller
         self.scene = ""
         self.events_handled = 0
+        self.started_output = False  # we started OBS's Recording output, so we stop it again
         self.connection = ObsConnection(settings, on_event=self._on_event, on_connect=self._on_connect)
         self._handlers = {
             "CurrentProgramSceneChanged": self._scene_changed,
@@ -55,6 +56,11 @@ class ObsControl:
         return self
 
     def stop(self) -> None:
+        if self.started_output:
+            try:
+                self.connection.request("StopRecord")
+            except (ObsRequestError, ObsUnavailable) as e:
+                log.info("could not stop OBS's Recording output: %s", e)
         self.connection.stop()
 
     def _on_event(self, event: str, data: dict[str, Any]) -> None:
@@ -88,6 +94,7 @@ class ObsControl:
             ensure_media_source(connection, self.settings.media_source, self.scene)
         if self.settings.start_output and not connection.request("GetRecordStatus").get("outputActive"):
             connection.request("StartRecord")
+            self.started_output = True
             log.info("started OBS's Recording output (the bridge's UDP source)")
 
 
