@@ -1,0 +1,65 @@
+"""The TOML config: defaults, strict validation, and refusal to listen off loopback without a token."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from morphcam.daemon import config as cfg
+from morphcam.daemon.pipeline import PassthroughPipeline
+from morphcam.daemon.server import Daemon
+
+
+def _load(tmp_path, text: str) -> cfg.Config:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    return cfg.load(path)
+
+
+def test_defaults_and_a_full_file(tmp_path):
+    assert cfg.load(None).server.address == "127.0.0.1:50051"
+    c = _load(tmp_path, '[server]\nunix_socket = "/run/m.sock"\nmax_message_mb = 8\n[model]\npreset = "small"\n'
+                        '[log]\nformat = "json"\n[session]\nmax_prompt_chars = 500\n')
+    assert c.server.unix_socket == "/run/m.sock" and c.server.max_message_mb == 8.0
+    assert c.model.preset == "small" and c.log.format == "json" and c.session.max_prompt_chars == 500
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[server]\nadress = '1'\n", "unknown key server.adress"),
+    ("[servr]\n", "unknown section [servr]"),
+    ("[server]\nmax_sessions = 'many'\n", "server.max_sessions must be int, got str"),
+    ("[server]\nmax_sessions = true\n", "server.max_sessions must be int, got a boolean"),
+    ("[server\n", "is not valid TOML"),
+    ("[model]\npipeline = 'magic'\n", "model.pipeline must be 'generator' or 'passthrough'"),
+    ("[log]\nformat = 'xml'\n", "log.format must be 'plain' or 'json'"),
+    ("[server]\naddress = 'nocolon'\n", "server.address must be host:port"),
+    ("server = 3\n", "server must be a table"),
+])
+def test_bad_files_name_the_problem(tmp_path, text, message):
+    with pytest.raises(cfg.ConfigError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value)
+    assert "m.toml" in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(cfg.ConfigError, match="does not exist"):
+        cfg.load(tmp_path / "nope.toml")
+
+
+def test_off_loopback_needs_a_token():
+    config = cfg.Config().replace("server", address="0.0.0.0:0", metrics_address="")
+    daemon = Daemon(config, PassthroughPipeline(), environ={})
+    with pytest.raises(cfg.ConfigError, match="refusing to listen on 0.0.0.0:0 without a token"):
+        asyncio.run(daemon.start())
+    assert cfg.is_loopback("127.0.0.1:1") and cfg.is_loopback("[::1]:1") and cfg.is_loopback("localhost:1")
+    assert not cfg.is_loopback("0.0.0.0:1") and not cfg.is_loopback("192.168.1.2:1")
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    from morphcam.daemon.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\ntoken_env = 5\n")
+    assert main(["serve", "--config", str(bad)]) == 2
+    assert "server.token_env must be str" in capsys.readouterr().err
