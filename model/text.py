@@ -23,7 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_CHARS = 1000
+MAX_PROMPT_CHARS = 2000  # the daemon caps prompts at the same length by default
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""The daemon's diffusion pipeline: ``Pipeline`` on top of ``morphcam.model.StreamGenerator``.
+
+Frames arrive as ``uint8`` RGB ``(H, W, 3)`` arrays (float arrays in [0, 1] are accepted too)
+and leave as ``uint8``. A step groups the batch by frame size, runs each group through the
+generator in one batch, and puts an exception in the slot of any frame that cannot be served
+(unknown session, wrong size, non-finite pixels, a failing group) while the rest succeed.
+Style names from ``styles()`` may be used as prompts; they map to their canonical prompt.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from morphcam.model.checkpoint import load_model
+from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
+from morphcam.model.generator import StreamGenerator, StreamSession
+from morphcam.model.styles import STYLES, style_prompt
+
+from .pipeline import Pipeline, PresetInfo, PromptChange, SessionParams, StyleInfo
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for but no CUDA GPU is visible: use device = \"cpu\" or \"auto\"")
+        dev = torch.device("cuda", dev.index or 0)
+    return dev
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _prompts(change: PromptChange) -> list[tuple[str, float]]:
+    return [(style_prompt(p.text), p.weight) for p in change.prompts]
+
+
+class GeneratorPipeline(Pipeline):
+    """Serves the diffusion generator to the daemon. Build it with ``GeneratorPipeline.load``."""
+
+    def __init__(self, generator: StreamGenerator, preset: str) -> None:
+        self.generator = generator
+        self.name = f"generator:{preset}"
+        dev = generator.device
+        self.device = f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type
+        self._sessions: dict[str, StreamSession] = {}
+
+    @classmethod
+    def load(
+        cls, preset: str = "tiny", checkpoint: str | None = None, device: str = "auto", dtype: str = "auto"
+    ) -> "GeneratorPipeline":
+        """Load the model (``checkpoint``, else the preset's shipped weights, else random weights)."""
+        ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
+        dev = _resolve_device(device)
+        model = load_model(preset, checkpoint, device=dev, dtype=_resolve_dtype(dtype, dev))
+        if model.config.frames_per_step != 1:
+            raise ValueError(
+                f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
+                f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
+            )
+        return cls(StreamGenerator(model), model.config.name)
+
+    # ---- sessions ---------------------------------------------------------------------------
+    def open_session(self, session_id: str, params: SessionParams) -> None:
+        session = self.generator.open_session(
+            params.width, params.height, _prompts(params.prompt), strength=params.strength, seed=params.seed
+        )
+        self._sessions[session_id] = session
+
+    def close_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    def _session(self, session_id: str) -> StreamSession:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise KeyError(f"unknown session {session_id}: open it first") from None
+
+    def set_prompt(self, session_id: str, change: PromptChange) -> None:
+        self.generator.set_prompt(
+            self._session(session_id), _prompts(change), change.mode, change.transition_frames, change.interpolation
+        )
+
+    def set_params(self, session_id: str, strength: float | None = None, seed: int | None = None) -> None:
+        self.generator.set_params(self._session(session_id), strength=strength, seed=seed)
+
+    def reset(self, session_id: str) -> None:
+        self.generator.reset(self._session(session_id))
+
+    def styles(self) -> list[StyleInfo]:
+        return [StyleInfo(s.name, s.prompt, s.description) for s in STYLES]
+
+    def presets(self) -> list[PresetInfo]:
+        return [PresetInfo(name, PRESET_DESCRIPTIONS.get(name, "")) for name in ModelConfig.preset_names()]
+
+    # ---- frames -----------------------------------------------------------------------------
+    def _to_tensor(self, session: StreamSession, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 (or float in [0, 1]) -> (3, H, W) float32 in [-1, 1]; ValueError if unusable."""
+        if not isinstance(frame, np.ndarray):
+            raise ValueError(f"a frame must be a numpy array, got {type(frame).__name__}")
+        expected = (session.height, session.width, 3)
+        if frame.shape != expected:
+            raise ValueError(
+                f"frame shape {frame.shape} does not match the session's (H, W, 3) = {expected}: reopen the "
+                f"session with the new size"
+            )
+        if frame.dtype == np.uint8:
+            x = torch.from_numpy(np.ascontiguousarray(frame)).float().div_(127.5).sub_(1.0)
+        elif np.issubdtype(frame.dtype, np.floating):
+            if not np.isfinite(frame).all():
+                raise ValueError("frame has NaN or infinite pixels")
+            x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).clamp(0, 1).mul(2.0).sub(1.0)
+        else:
+            raise ValueError(f"frames must be uint8 RGB (or float in [0, 1]), got {frame.dtype}")
+        return x.permute(2, 0, 1)
+
+    def step(self, batch: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray | Exception]:
+        out: list[np.ndarray | Exception] = [RuntimeError("not processed")] * len(batch)
+        groups: dict[tuple[int, int], list[tuple[int, StreamSession, torch.Tensor]]] = defaultdict(list)
+        seen: set[str] = set()
+        for i, (session_id, frame) in enumerate(batch):
+            try:
+                session = self._session(session_id)
+                if session_id in seen:
+                    raise ValueError(f"session {session_id} has two frames in one batch: send one frame per step")
+                seen.add(session_id)
+                groups[(session.width, session.height)].append((i, session, self._to_tensor(session, frame)))
+            except Exception as e:  # one bad frame must not fail the batch
+                out[i] = e
+        for items in groups.values():
+            try:
+                frames = torch.stack([t for _, _, t in items])[:, None].to(self.generator.device)
+                result = self.generator.step([s for _, s, _ in items], frames)
+                pixels = result[:, 0].float().permute(0, 2, 3, 1).cpu().numpy()
+            except Exception as e:  # a failing group fails only its own frames
+                log.exception("generator step failed for %d session(s)", len(items))
+                for i, _, _ in items:
+                    out[i] = e
+                continue
+            for (i, _, _), img in zip(items, pixels):
+                if not np.isfinite(img).all():
+                    out[i] = FloatingPointError("the model produced NaN pixels: reset the session (or the model is broken)")
+                    continue
+                out[i] = np.clip((img + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return out
