@@ -106,6 +106,15 @@ class ObsConnection:
             self._thread.join(timeout=self.settings.timeout_s + 2.0)
         self._drop("stopped")
 
+    def connect_once(self) -> bool:
+        """One connection attempt without the watchdog (for checks); ``close()`` afterwards."""
+        _install_redaction()
+        self._connect()
+        return self.connected
+
+    def close(self) -> None:
+        self._drop("closed")
+
     def wait_connected(self, timeout: float) -> bool:
         with self._state:
             return self._state.wait_for(lambda: self.connected or self._stop.is_set(), timeout) and self.connected
