@@ -54,15 +54,15 @@ class VirtualCameraSink(FrameSink):
 
         fmt = pyvirtualcam.PixelFormat[self.settings.pixel_format]
         self._convert = _converter(fmt.name, width, height)
-        try:
-            self._cam = pyvirtualcam.Camera(
-                width, height, fps, fmt=fmt, device=self.settings.device or None, backend=self.settings.backend or None
-            )
-        except KeyError:
+        backend = self.settings.backend or None
+        # Checked here: pyvirtualcam raises KeyError from a half-built Camera whose __del__ then fails.
+        if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
             raise RuntimeError(
-                f"pyvirtualcam has no backend {self.settings.backend!r} on this system: "
+                f"pyvirtualcam has no backend {backend!r} on this system: "
                 f"set bridge.sink.backend to one of {sorted(pyvirtualcam.camera.BACKENDS)} or leave it empty"
-            ) from None
+            )
+        try:
+            self._cam = pyvirtualcam.Camera(width, height, fps, fmt=fmt, device=self.settings.device or None, backend=backend)
         except RuntimeError as e:
             raise RuntimeError(
                 f"no virtual camera could be opened ({e}). On Linux run install/linux/setup-v4l2loopback.sh; "
@@ -89,9 +89,11 @@ def _converter(fmt: str, width: int, height: int) -> Callable[[np.ndarray], np.n
         return np.ascontiguousarray
     if fmt == "BGR":
         return lambda x: np.ascontiguousarray(x[:, :, ::-1])
+    if fmt == "GRAY":
+        return lambda x: av.VideoFrame.from_ndarray(x, format="rgb24").reformat(format="gray").to_ndarray()
     if fmt == "RGBA":
         return lambda x: np.concatenate([x, np.full(x.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    av_fmt = {"I420": "yuv420p", "NV12": "nv12", "YUYV": "yuyv422", "UYVY": "uyvy422", "GRAY": "gray"}[fmt]
+    av_fmt = {"I420": "yuv420p", "NV12": "nv12", "YUYV": "yuyv422", "UYVY": "uyvy422"}[fmt]
 
     def convert(x: np.ndarray) -> np.ndarray:
         frame = av.VideoFrame.from_ndarray(x, format="rgb24").reformat(format=av_fmt)

@@ -248,6 +248,12 @@ def write_test_video(path: Path, size: tuple[int, int] = (160, 96), frames: int 
     return path
 
 
+@pytest.fixture
+def udp_port() -> int:
+    """A free UDP port on 127.0.0.1."""
+    return free_port(socket.SOCK_DGRAM)
+
+
 @pytest.fixture(scope="session")
 def test_video(tmp_path_factory) -> Path:
     return write_test_video(tmp_path_factory.mktemp("video") / "clip.mp4")
