@@ -83,8 +83,9 @@ def _frame_request(settings: SessionSettings, image: np.ndarray | bytes, seq: in
     return pb.StreamRequest(frame=pb.InputFrame(seq=seq, capture_time_ns=capture_ns, data=data))
 
 
-def _update_message(strength: float | None, seed: int | None, enabled: bool | None, reset: bool) -> pb.SessionUpdate:
-    msg = pb.SessionUpdate(reset=reset)
+def _update_message(strength: float | None, seed: int | None, enabled: bool | None, reset: bool,
+                    origin: str = "") -> pb.SessionUpdate:
+    msg = pb.SessionUpdate(reset=reset, origin=origin)
     if strength is not None:
         msg.strength = strength
     if seed is not None:
@@ -137,16 +138,17 @@ class DaemonClient:
         except grpc.FutureTimeoutError:
             return False
 
-    def set_prompt(self, session: str, prompt: PromptChange | str) -> None:
-        """Change the prompt of the live session with this id or name."""
+    def set_prompt(self, session: str, prompt: PromptChange | str, origin: str = "") -> None:
+        """Change the prompt of the live session with this id or name. ``origin`` names who
+        asked (e.g. "chat:alice") in the session's activity log."""
         change = PromptChange.single(prompt) if isinstance(prompt, str) else prompt
         self._call(self._stub.SetPrompt, pb.SetPromptRequest(session=_session_ref(session),
-                                                             prompt=convert.prompt_to_proto(change)))
+                                                             prompt=convert.prompt_to_proto(change, origin)))
 
     def update_session(self, session: str, *, strength: float | None = None, seed: int | None = None,
-                       enabled: bool | None = None, reset: bool = False) -> None:
+                       enabled: bool | None = None, reset: bool = False, origin: str = "") -> None:
         self._call(self._stub.UpdateSession, pb.UpdateSessionRequest(
-            session=_session_ref(session), update=_update_message(strength, seed, enabled, reset)))
+            session=_session_ref(session), update=_update_message(strength, seed, enabled, reset, origin)))
 
     def list_styles(self) -> list[StyleInfo]:
         reply = self._call(self._stub.ListStyles, pb.ListStylesRequest())

@@ -28,24 +28,35 @@ def _name(table: dict, value: int, what: str) -> str:
     return table[value]
 
 
+def check_prompt(change: PromptChange, max_chars: int) -> PromptChange:
+    """The daemon's rules for prompt text, wherever a prompt comes from (gRPC, the panel)."""
+    for p in change.prompts:
+        if len(p.text) > max_chars:
+            raise ValueError(f"a prompt of {len(p.text)} characters is too long; the limit is {max_chars}")
+        bad = sorted({c for c in p.text if c in "<>" or (ord(c) < 32 and c not in "\t") or ord(c) == 127})
+        if bad:
+            raise ValueError(f"prompts may not contain markup or control characters ({', '.join(map(repr, bad))})")
+    return change
+
+
 def prompt_from_proto(spec: pb.PromptSpec, max_chars: int) -> PromptChange:
     if not spec.prompts:
         raise ValueError("the prompt is empty: give at least one prompt text")
-    prompts = []
-    for p in spec.prompts:
-        if len(p.text) > max_chars:
-            raise ValueError(f"a prompt of {len(p.text)} characters is too long; the limit is {max_chars}")
-        prompts.append(WeightedPrompt(p.text, p.weight if p.weight != 0 else 1.0))
-    return PromptChange(
+    if any(len(p.text) > max_chars for p in spec.prompts):  # before building anything from it
+        longest = max(len(p.text) for p in spec.prompts)
+        raise ValueError(f"a prompt of {longest} characters is too long; the limit is {max_chars}")
+    prompts = [WeightedPrompt(p.text, p.weight if p.weight != 0 else 1.0) for p in spec.prompts]
+    return check_prompt(PromptChange(
         prompts=tuple(prompts),
         mode=_name(_MODES, spec.mode, "prompt mode"),
         transition_frames=spec.transition_frames,
         interpolation=_name(_INTERP, spec.interpolation, "interpolation"),
-    )
+    ), max_chars)
 
 
-def prompt_to_proto(change: PromptChange) -> pb.PromptSpec:
+def prompt_to_proto(change: PromptChange, origin: str = "") -> pb.PromptSpec:
     return pb.PromptSpec(
+        origin=origin,
         prompts=[pb.WeightedPrompt(text=p.text, weight=p.weight) for p in change.prompts],
         mode=_MODE_VALUES[change.mode],
         transition_frames=change.transition_frames,

@@ -1,5 +1,7 @@
 """Frame bytes <-> RGB arrays for the wire's pixel formats (RGB24, NV12, I420, JPEG), via PyAV.
 
+PyAV is imported only where a conversion needs it: RGB24 frames never load it.
+
 Every decode checks the byte count (or the decoded size) against the session's size and
 raises ``FrameError`` with a message that says what was expected. Torch-free: the client and
 the bridge use this module too.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import av
 import numpy as np
 
 FORMATS = ("rgb24", "nv12", "i420", "jpeg")
@@ -45,6 +46,8 @@ def decode(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
         raise FrameError(f"{fmt} frame of {width}x{height} must be {want} bytes, got {len(data)}")
     if fmt == "rgb24":
         return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+    import av
+
     if fmt in _AV_YUV:
         planes = np.frombuffer(data, dtype=np.uint8).reshape(height * 3 // 2, width)
         frame = av.VideoFrame.from_ndarray(planes, format=_AV_YUV[fmt])
@@ -53,6 +56,8 @@ def decode(data: bytes, fmt: str, width: int, height: int) -> np.ndarray:
 
 
 def _decode_jpeg(data: bytes, width: int, height: int) -> np.ndarray:
+    import av
+
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         raise FrameError("not a JPEG image (no start-of-image marker)")
     codec = av.CodecContext.create("mjpeg", "r")
@@ -75,6 +80,8 @@ def encode(rgb: np.ndarray, fmt: str, jpeg_quality: int = 85) -> bytes:
         raise FrameError(f"expected a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
     if fmt == "rgb24":
         return np.ascontiguousarray(rgb).tobytes()
+    import av
+
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     if fmt in _AV_YUV:
         return frame.reformat(format=_AV_YUV[fmt]).to_ndarray().tobytes()
@@ -83,7 +90,9 @@ def encode(rgb: np.ndarray, fmt: str, jpeg_quality: int = 85) -> bytes:
     raise FrameError(f"unknown pixel format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def _encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
+def _encode_jpeg(frame, quality: int) -> bytes:
+    import av
+
     codec = av.CodecContext.create("mjpeg", "w")
     codec.width, codec.height = frame.width, frame.height
     codec.pix_fmt = "yuvj420p"

@@ -101,17 +101,18 @@ class LiveStream:
             out, self._output = self._output, None
             return out
 
-    def set_prompt(self, prompt: PromptChange | str) -> None:
-        """Switch the prompt now; remembered and reapplied after a reconnect."""
+    def set_prompt(self, prompt: PromptChange | str, origin: str = "") -> None:
+        """Switch the prompt now; remembered and reapplied after a reconnect. ``origin`` names
+        who asked, for the session's activity log."""
         change = PromptChange.single(prompt) if isinstance(prompt, str) else prompt
         with self._cond:
             # A reopened session starts from this prompt directly (no transition to replay).
             self.settings = dataclasses.replace(self.settings, prompt=PromptChange(change.prompts))
-            self._controls.append(pb.StreamRequest(prompt=convert.prompt_to_proto(change)))
+            self._controls.append(pb.StreamRequest(prompt=convert.prompt_to_proto(change, origin)))
             self._cond.notify_all()
 
     def update(self, *, strength: float | None = None, seed: int | None = None, enabled: bool | None = None,
-               reset: bool = False) -> None:
+               reset: bool = False, origin: str = "") -> None:
         """Change strength, seed, on/off or reset; remembered and reapplied after a reconnect."""
         with self._cond:
             if strength is not None:
@@ -120,7 +121,7 @@ class LiveStream:
                 self.settings = dataclasses.replace(self.settings, seed=seed)
             if enabled is not None:
                 self._enabled = enabled
-            self._controls.append(pb.StreamRequest(update=_update_message(strength, seed, enabled, reset)))
+            self._controls.append(pb.StreamRequest(update=_update_message(strength, seed, enabled, reset, origin)))
             self._cond.notify_all()
 
     # -- the thread -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from morphcam.protos.v1 import morphcam_pb2_grpc as pb_grpc
 from . import convert, frames, version
 from .config import Config
 from .metrics import Metrics
+from .pipeline import PromptChange
 from .session import END, Failure, Output, PendingFrame, Session
 from .worker import BatchWorker
 
@@ -115,40 +116,65 @@ class MorphcamService(pb_grpc.MorphcamServicer):
         log.info("session %s closed (%d in, %d out, %d dropped)", session.id, session.stats.frames_in,
                  session.stats.frames_out, session.stats.dropped)
 
-    # -- control ----------------------------------------------------------------------------
-    async def _set_prompt(self, session: Session, spec: pb.PromptSpec) -> None:
-        change = convert.prompt_from_proto(spec, self.config.session.max_prompt_chars)
+    # -- control: the one implementation behind gRPC and the panel ----------------------------
+    async def set_prompt(self, session: Session, change: PromptChange, origin: str = "") -> None:
+        """Validate and apply a prompt change; it takes effect before the session's next frame."""
+        convert.check_prompt(change, self.config.session.max_prompt_chars)
         await asyncio.wrap_future(self.worker.call(lambda: self.worker.pipeline.set_prompt(session.id, change)))
         session.prompt = change
-        log.info("session %s prompt -> %r (%s)", session.id, change.label, change.mode)
+        session.record(origin, f"prompt {change.mode}: {change.label}"
+                       + (f" over {change.transition_frames} frames" if change.mode == "transition" else ""))
+        log.info("session %s prompt -> %r (%s) by %s", session.id, change.label, change.mode, origin or "client")
 
-    async def _update(self, session: Session, update: pb.SessionUpdate) -> None:
-        strength = update.strength if update.HasField("strength") else None
-        seed = update.seed if update.HasField("seed") else None
+    async def update(self, session: Session, *, strength: float | None = None, seed: int | None = None,
+                     enabled: bool | None = None, reset: bool = False, origin: str = "") -> None:
+        """Strength, seed, on/off and reset of a running session."""
         if strength is not None and not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be within 0..1, got {strength}")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be within 0..2^63-1, got {seed}")
         pipeline = self.worker.pipeline
 
         def apply() -> None:
             if strength is not None or seed is not None:
                 pipeline.set_params(session.id, strength=strength, seed=seed)
-            if update.reset:
+            if reset:
                 pipeline.reset(session.id)
 
         await asyncio.wrap_future(self.worker.call(apply))
+        changes = []
         if strength is not None:
             session.strength = strength
-        if update.HasField("enabled"):
-            session.enabled = update.enabled
+            changes.append(f"strength {strength:g}")
+        if seed is not None:
+            session.seed = seed
+            changes.append(f"seed {seed}")
+        if enabled is not None:
+            session.enabled = enabled
+            changes.append("effect on" if enabled else "effect off")
+        if reset:
+            changes.append("reset")
+        if changes:
+            session.record(origin, ", ".join(changes))
+
+    async def _set_prompt_proto(self, session: Session, spec: pb.PromptSpec) -> None:
+        await self.set_prompt(session, convert.prompt_from_proto(spec, self.config.session.max_prompt_chars),
+                              spec.origin)
+
+    async def _update_proto(self, session: Session, update: pb.SessionUpdate) -> None:
+        await self.update(session, strength=update.strength if update.HasField("strength") else None,
+                          seed=update.seed if update.HasField("seed") else None,
+                          enabled=update.enabled if update.HasField("enabled") else None,
+                          reset=update.reset, origin=update.origin)
 
     @unary
     async def SetPrompt(self, request: pb.SetPromptRequest, context) -> pb.SetPromptResponse:
-        await self._set_prompt(self.find(request.session), request.prompt)
+        await self._set_prompt_proto(self.find(request.session), request.prompt)
         return pb.SetPromptResponse()
 
     @unary
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context) -> pb.UpdateSessionResponse:
-        await self._update(self.find(request.session), request.update)
+        await self._update_proto(self.find(request.session), request.update)
         return pb.UpdateSessionResponse()
 
     @unary
@@ -218,6 +244,7 @@ class MorphcamService(pb_grpc.MorphcamServicer):
         f = item.frame
         queue_us = max(0, f.taken_ns - f.received_ns) // 1000 - f.decode_us
         total_us = (time.monotonic_ns() - f.received_ns) // 1000
+        session.last_input, session.last_output = f.rgb, item.rgb  # for the panel's preview
         session.stats.frames_out += 1
         session.stats.outputs.add(time.monotonic(), total_us / 1000)
         m = self.metrics
@@ -254,9 +281,9 @@ class MorphcamService(pb_grpc.MorphcamServicer):
                     if session.put(PendingFrame(req.frame.seq, req.frame.capture_time_ns, rgb, received, decode_us)):
                         self.metrics.dropped.inc()
                 elif kind == "prompt":
-                    await self._set_prompt(session, req.prompt)
+                    await self._set_prompt_proto(session, req.prompt)
                 elif kind == "update":
-                    await self._update(session, req.update)
+                    await self._update_proto(session, req.update)
                 else:
                     raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
                                        f"unexpected `{kind}` message: a stream is opened only once")

@@ -119,7 +119,11 @@ class Session:
         self.settings = settings
         self.prompt = settings.prompt
         self.strength = settings.strength
+        self.seed = settings.seed
         self.enabled = True
+        self.activity: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=50)
+        self.last_input: np.ndarray | None = None  # newest frame answered, for previews
+        self.last_output: np.ndarray | None = None
         self.stats = SessionStats()
         self.closed = False
         self._loop = loop
@@ -131,6 +135,10 @@ class Session:
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._wake_worker: Any = None  # set by the worker on registration
+
+    def record(self, origin: str, action: str) -> None:
+        """Note a control change in the session's activity log (newest last)."""
+        self.activity.append((time.time(), origin or "client", action))
 
     # -- event loop side -------------------------------------------------------------------
     def put(self, frame: PendingFrame) -> bool:

@@ -58,16 +58,18 @@ class WeightedPrompt(_message.Message):
     def __init__(self, text: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class PromptSpec(_message.Message):
-    __slots__ = ("prompts", "mode", "transition_frames", "interpolation")
+    __slots__ = ("prompts", "mode", "transition_frames", "interpolation", "origin")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_FRAMES_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[WeightedPrompt]
     mode: PromptMode
     transition_frames: int
     interpolation: Interpolation
-    def __init__(self, prompts: _Optional[_Iterable[_Union[WeightedPrompt, _Mapping]]] = ..., mode: _Optional[_Union[PromptMode, str]] = ..., transition_frames: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ...) -> None: ...
+    origin: str
+    def __init__(self, prompts: _Optional[_Iterable[_Union[WeightedPrompt, _Mapping]]] = ..., mode: _Optional[_Union[PromptMode, str]] = ..., transition_frames: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class SessionSettings(_message.Message):
     __slots__ = ("name", "width", "height", "input_format", "output_format", "fps", "prompt", "strength", "seed", "drop_policy", "jpeg_quality")
@@ -192,16 +194,18 @@ class SetPromptResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionUpdate(_message.Message):
-    __slots__ = ("strength", "seed", "enabled", "reset")
+    __slots__ = ("strength", "seed", "enabled", "reset", "origin")
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     strength: float
     seed: int
     enabled: bool
     reset: bool
-    def __init__(self, strength: _Optional[float] = ..., seed: _Optional[int] = ..., enabled: _Optional[bool] = ..., reset: _Optional[bool] = ...) -> None: ...
+    origin: str
+    def __init__(self, strength: _Optional[float] = ..., seed: _Optional[int] = ..., enabled: _Optional[bool] = ..., reset: _Optional[bool] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
     __slots__ = ("session", "update")
