@@ -148,16 +148,19 @@ def _overrides(args: argparse.Namespace, bridge: BridgeSettings) -> BridgeSettin
 
 
 def _sections() -> dict[str, type]:
+    from morphcam.daemon.config import LogConfig
     from morphcam.obs_bridge.chat.settings import ChatSettings
 
-    return {"bridge": BridgeSettings, "obs": ObsSettings, "chat": ChatSettings}
+    return {"bridge": BridgeSettings, "obs": ObsSettings, "chat": ChatSettings, "log": LogConfig}
 
 
 def run(args: argparse.Namespace) -> int:
     from morphcam.daemon.config import ConfigError
+    from morphcam.daemon.logs import setup_logging
 
     try:
         sections = load_sections(args.config, _sections())
+        setup_logging(sections["log"])
         bridge = _overrides(args, sections["bridge"])
         live = LiveBridge(bridge, sections["obs"], sections["chat"])
     except (ConfigError, ValueError) as e:
