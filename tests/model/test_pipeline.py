@@ -1,0 +1,134 @@
+"""GeneratorPipeline: the daemon's view of the generator, including bad input per slot."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from morphcam.daemon.generator_pipeline import GeneratorPipeline
+from morphcam.daemon.pipeline import Pipeline, PromptChange, SessionParams, WeightedPrompt
+from morphcam.model.checkpoint import CheckpointError, save_checkpoint
+from morphcam.model.generator import StreamGenerator
+
+from .conftest import randomized, small_config
+
+
+@pytest.fixture()
+def pipe(text_encoder):
+    return GeneratorPipeline(StreamGenerator(randomized(small_config()), text_encoder), "test")
+
+
+def _frame(w, h, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _open(pipe, sid, w=32, h=32, prompt="comic", seed=1):
+    pipe.open_session(sid, SessionParams(w, h, PromptChange.single(prompt), seed=seed))
+
+
+def test_implements_every_pipeline_method():
+    abstract = {n for n, v in vars(Pipeline).items() if callable(v) and not n.startswith("_")}
+    assert abstract <= {n for n in dir(GeneratorPipeline) if n in vars(GeneratorPipeline)}
+
+
+def test_styles_presets_and_names(pipe):
+    names = {s.name for s in pipe.styles()}
+    for required in ("original", "pencil sketch", "thermal camera", "night vision", "comic", "oil painting",
+                     "pixel art", "neon edges", "sepia old film", "blueprint", "watercolor",
+                     "halftone pop art", "snowfall", "rain"):
+        assert required in names
+    assert [p.name for p in pipe.presets()] == ["tiny", "small", "wan-1.3b-shape"]
+    assert pipe.name == "generator:test" and pipe.device == "cpu"
+
+
+def test_load_preset_and_errors(tmp_path):
+    p = GeneratorPipeline.load("tiny", device="cpu")
+    assert p.name == "generator:tiny" and p.device == "cpu"
+    with pytest.raises(ValueError, match="valid presets: tiny, small, wan-1.3b-shape"):
+        GeneratorPipeline.load("huge")
+    model = randomized(small_config())
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    assert GeneratorPipeline.load(checkpoint=str(path)).generator.config == model.config
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        GeneratorPipeline.load(checkpoint=str(bad))
+    with pytest.raises(FileNotFoundError):
+        GeneratorPipeline.load(checkpoint=str(tmp_path / "absent.safetensors"))
+
+
+def test_mixed_sizes_and_bad_frames_fail_only_their_slot(pipe):
+    _open(pipe, "a")
+    _open(pipe, "b", w=64, h=32)
+    _open(pipe, "c")
+    nan = np.full((32, 32, 3), np.nan, dtype=np.float32)
+    batch = [
+        ("a", _frame(32, 32)),
+        ("b", _frame(64, 32)),
+        ("c", _frame(64, 32)),  # wrong size for c
+        ("zzz", _frame(32, 32)),  # unknown session
+    ]
+    out = pipe.step(batch)
+    assert out[0].shape == (32, 32, 3) and out[0].dtype == np.uint8
+    assert out[1].shape == (32, 64, 3) and out[1].dtype == np.uint8
+    assert isinstance(out[2], ValueError) and "does not match" in str(out[2])
+    assert isinstance(out[3], KeyError)
+    out = pipe.step([("a", _frame(32, 32)), ("c", nan), ("b", _frame(64, 32).astype(np.int16)), ("a", _frame(32, 32))])
+    assert isinstance(out[0], np.ndarray)
+    assert isinstance(out[1], ValueError) and "NaN" in str(out[1])
+    assert isinstance(out[2], ValueError) and "uint8" in str(out[2])
+    assert isinstance(out[3], ValueError) and "two frames" in str(out[3])
+    ok = pipe.step([("c", np.random.default_rng(0).random((32, 32, 3), dtype=np.float32))])
+    assert ok[0].dtype == np.uint8  # float frames in [0, 1] are accepted
+
+
+def test_a_failing_group_does_not_fail_the_others(pipe, monkeypatch):
+    _open(pipe, "a")
+    _open(pipe, "b", w=64, h=32)
+    real = pipe.generator.step
+
+    def flaky(sessions, frames):
+        if frames.shape[-1] == 64:
+            raise RuntimeError("out of memory")
+        return real(sessions, frames)
+
+    monkeypatch.setattr(pipe.generator, "step", flaky)
+    out = pipe.step([("a", _frame(32, 32)), ("b", _frame(64, 32))])
+    assert isinstance(out[0], np.ndarray) and isinstance(out[1], RuntimeError)
+
+
+def test_prompt_errors_leave_the_session_as_it_was(pipe):
+    _open(pipe, "a")
+    _open(pipe, "b")
+    before = pipe._sessions["a"].prompt.pooled.clone()
+    with pytest.raises(ValueError, match="limit is"):
+        pipe.set_prompt("a", PromptChange.single("x" * 10_000))
+    with pytest.raises(ValueError, match="empty"):
+        PromptChange.single("")  # the daemon's own type refuses it first
+    with pytest.raises(ValueError, match="empty"):
+        pipe.generator.set_prompt(pipe._sessions["a"], "   ")
+    assert (pipe._sessions["a"].prompt.pooled == before).all()
+    out = pipe.step([("a", _frame(32, 32)), ("b", _frame(32, 32))])
+    assert all(isinstance(o, np.ndarray) for o in out)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        _open(pipe, "odd", w=30, h=30)
+
+
+def test_prompt_modes_params_and_reset(pipe):
+    _open(pipe, "a", prompt="pencil sketch")
+    first = [pipe.step([("a", _frame(32, 32, i))])[0] for i in range(3)]
+    blend = PromptChange((WeightedPrompt("comic", 2.0), WeightedPrompt("rain", 1.0)), mode="transition",
+                         transition_frames=2, interpolation="lerp")
+    pipe.set_prompt("a", blend)
+    pipe.set_prompt("a", dataclasses.replace(PromptChange.single("blueprint"), mode="recache"))
+    pipe.set_params("a", strength=0.5, seed=3)
+    assert pipe._sessions["a"].strength == 0.5
+    pipe.set_prompt("a", PromptChange.single("pencil sketch"))
+    pipe.set_params("a", strength=pipe.generator.config.default_strength, seed=1)
+    pipe.reset("a")
+    again = [pipe.step([("a", _frame(32, 32, i))])[0] for i in range(3)]
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    pipe.close_session("a")
+    pipe.close_session("a")  # unknown ids are ignored
+    assert isinstance(pipe.step([("a", _frame(32, 32))])[0], KeyError)
