@@ -143,11 +143,8 @@ class TwitchChatClient:
     def say(self, text: str) -> bool:
         """Queue a message to the channel; False when it cannot be sent (anonymous, queue full)."""
         text = " ".join(text.split())
-        if self.anonymous or not text:
-            self.stats.send_dropped += 1
-            return False
         with self._lock:
-            if len(self._outbox) >= self.settings.rate.queue:
+            if self.anonymous or not text or len(self._outbox) >= self.settings.rate.queue:
                 self.stats.send_dropped += 1
                 return False
             self._outbox.append(text[:500])

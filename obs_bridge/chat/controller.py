@@ -36,7 +36,8 @@ class Outcome:
     command: str
     user: str
     accepted: bool
-    reason: str = ""  # why it was refused: role, cooldown, blocked-user, blocklist, too-long, characters, usage, unknown-style
+    reason: str = ""  # why it was refused: role, cooldown, blocked-user, blocklist, too-long, characters,
+    # usage, unknown-style, range (strength), error (a bug, logged)
     action: str = ""  # what it did: prompt, vote, enabled, strength, list
     prompt: str = ""  # the resulting prompt (or "on"/"off", the strength), for logs
 

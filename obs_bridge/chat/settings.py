@@ -38,10 +38,14 @@ def _check_roles(where: str, roles: tuple[str, ...]) -> None:
 class CommandPolicy:
     """Who may run one chat command, and how often."""
 
-    roles: tuple[str, ...] = ("everyone",)  # roles allowed to run it (from the user's badges)
-    user_cooldown_s: float = 30.0  # one user waits this long between two accepted uses
-    global_cooldown_s: float = 5.0  # everyone waits this long after any accepted use
-    enabled: bool = True  # false: the command is ignored
+    roles: tuple[str, ...] = ("everyone",)
+    """Roles allowed to run it (from the user's badges)."""
+    user_cooldown_s: float = 30.0
+    """One user waits this long between two accepted uses."""
+    global_cooldown_s: float = 5.0
+    """Everyone waits this long after any accepted use."""
+    enabled: bool = True
+    """False: the command is ignored."""
 
     def __post_init__(self) -> None:
         _tuple_field("roles", self)
@@ -54,11 +58,16 @@ class CommandPolicy:
 class CommandsSettings:
     """One policy per command; the command words themselves follow ``ChatSettings.prefix``."""
 
-    style: CommandPolicy = CommandPolicy()  # !style NAME_OR_PROMPT: switch the style
-    styles: CommandPolicy = CommandPolicy(user_cooldown_s=60.0, global_cooldown_s=30.0)  # !styles: list them in chat
-    morph: CommandPolicy = CommandPolicy(roles=_PRIVILEGED, user_cooldown_s=0.0, global_cooldown_s=2.0)  # !morph on|off
-    strength: CommandPolicy = CommandPolicy(roles=_PRIVILEGED + ("vip",), user_cooldown_s=10.0, global_cooldown_s=5.0)  # !strength N
-    cooldown_exempt_roles: tuple[str, ...] = ("broadcaster", "moderator")  # roles that skip every cooldown
+    style: CommandPolicy = CommandPolicy()
+    """!style NAME_OR_PROMPT: switch the style."""
+    styles: CommandPolicy = CommandPolicy(user_cooldown_s=60.0, global_cooldown_s=30.0)
+    """!styles: list them in chat."""
+    morph: CommandPolicy = CommandPolicy(roles=_PRIVILEGED, user_cooldown_s=0.0, global_cooldown_s=2.0)
+    """!morph on|off."""
+    strength: CommandPolicy = CommandPolicy(roles=_PRIVILEGED + ("vip",), user_cooldown_s=10.0, global_cooldown_s=5.0)
+    """!strength N."""
+    cooldown_exempt_roles: tuple[str, ...] = ("broadcaster", "moderator")
+    """Roles that skip every cooldown."""
 
     def __post_init__(self) -> None:
         _tuple_field("cooldown_exempt_roles", self)
@@ -72,12 +81,18 @@ class CommandsSettings:
 class PromptSettings:
     """What a ``!style`` may ask for, and how the switch is made."""
 
-    free_roles: tuple[str, ...] = ("broadcaster", "moderator", "vip")  # may type any prompt; others pick a listed style
-    max_chars: int = 120  # longest free-form prompt, in characters
-    allowed_punctuation: str = " ,.'-&!?()"  # besides letters and digits (any script), the only characters allowed
-    mode: str = "recache"  # how the daemon switches: one of cut, recache, transition
-    transition_frames: int = 0  # frames of a "transition" switch (mode = "transition" only)
-    interpolation: str = "slerp"  # lerp or slerp, for "transition"
+    free_roles: tuple[str, ...] = ("broadcaster", "moderator", "vip")
+    """May type any prompt; others pick a listed style."""
+    max_chars: int = 120
+    """Longest free-form prompt, in characters."""
+    allowed_punctuation: str = " ,.'-&!?()"
+    """Besides letters and digits (any script), the only characters allowed."""
+    mode: str = "recache"
+    """How the daemon switches: one of cut, recache, transition."""
+    transition_frames: int = 0
+    """Frames of a "transition" switch (mode = "transition" only)."""
+    interpolation: str = "slerp"
+    """Lerp or slerp, for "transition"."""
 
     def __post_init__(self) -> None:
         _tuple_field("free_roles", self)
@@ -96,8 +111,10 @@ class PromptSettings:
 class BlocklistSettings:
     """Words no prompt may contain, and users whose commands are ignored."""
 
-    words: tuple[str, ...] = ()  # case-insensitive; matched as whole words or phrases in prompts and style names
-    users: tuple[str, ...] = ()  # Twitch logins (case-insensitive) whose commands are ignored
+    words: tuple[str, ...] = ()
+    """Case-insensitive; matched as whole words or phrases in prompts and style names."""
+    users: tuple[str, ...] = ()
+    """Twitch logins (case-insensitive) whose commands are ignored."""
 
     def __post_init__(self) -> None:
         _tuple_field("words", self)
@@ -108,8 +125,10 @@ class BlocklistSettings:
 class StrengthSettings:
     """Range accepted by ``!strength N``."""
 
-    min: float = 0.0  # smallest value chat may set
-    max: float = 1.0  # largest value chat may set
+    min: float = 0.0
+    """Smallest value chat may set."""
+    max: float = 1.0
+    """Largest value chat may set."""
 
     def __post_init__(self) -> None:
         if not self.min <= self.max:
@@ -120,11 +139,16 @@ class StrengthSettings:
 class VoteSettings:
     """Vote mode: ``!style`` casts a vote; the most-voted style wins every ``interval_s``."""
 
-    enabled: bool = False  # false: every accepted !style applies at once
-    interval_s: float = 30.0  # length of one voting round
-    min_votes: int = 1  # a round with fewer votes for its winner changes nothing
-    bypass_roles: tuple[str, ...] = ("broadcaster",)  # their !style applies at once, without a vote
-    announce: bool = True  # say the winner in chat (needs a token)
+    enabled: bool = False
+    """False: every accepted !style applies at once."""
+    interval_s: float = 30.0
+    """Length of one voting round."""
+    min_votes: int = 1
+    """A round with fewer votes for its winner changes nothing."""
+    bypass_roles: tuple[str, ...] = ("broadcaster",)
+    """Their !style applies at once, without a vote."""
+    announce: bool = True
+    """Say the winner in chat (needs a token)."""
 
     def __post_init__(self) -> None:
         _tuple_field("bypass_roles", self)
@@ -139,10 +163,14 @@ class VoteSettings:
 class RateSettings:
     """Twitch's limits on what a bot sends; going over gets it ignored for about 30 minutes."""
 
-    messages: int = 20  # messages per window as a normal user
-    mod_messages: int = 100  # messages per window when the bot is a moderator or the broadcaster
-    window_s: float = 30.0  # the sliding window
-    queue: int = 10  # messages waiting to be sent; newer ones are dropped when full
+    messages: int = 20
+    """Messages per window as a normal user."""
+    mod_messages: int = 100
+    """Messages per window when the bot is a moderator or the broadcaster."""
+    window_s: float = 30.0
+    """The sliding window."""
+    queue: int = 10
+    """Messages waiting to be sent; newer ones are dropped when full."""
 
     def __post_init__(self) -> None:
         if self.messages < 1 or self.mod_messages < 1 or self.window_s <= 0 or self.queue < 1:
@@ -153,12 +181,18 @@ class RateSettings:
 class ConnectionSettings:
     """Timeouts, keepalive and reconnect backoff."""
 
-    connect_timeout_s: float = 10.0  # TCP + TLS connect, and waiting for the server's welcome
-    ping_interval_s: float = 60.0  # send a PING after this long without hearing from the server
-    pong_timeout_s: float = 10.0  # reconnect when our PING gets no answer within this long
-    reconnect_initial_s: float = 1.0  # first wait before reconnecting; doubles on each failure
-    reconnect_max_s: float = 60.0  # longest wait between reconnects
-    max_line_bytes: int = 16384  # longer lines from the server are dropped (Twitch's tags stay far below)
+    connect_timeout_s: float = 10.0
+    """TCP + TLS connect, and waiting for the server's welcome."""
+    ping_interval_s: float = 60.0
+    """Send a PING after this long without hearing from the server."""
+    pong_timeout_s: float = 10.0
+    """Reconnect when our PING gets no answer within this long."""
+    reconnect_initial_s: float = 1.0
+    """First wait before reconnecting; doubles on each failure."""
+    reconnect_max_s: float = 60.0
+    """Longest wait between reconnects."""
+    max_line_bytes: int = 16384
+    """Longer lines from the server are dropped (Twitch's tags stay far below)."""
 
     def __post_init__(self) -> None:
         if min(self.connect_timeout_s, self.ping_interval_s, self.pong_timeout_s, self.reconnect_initial_s) <= 0:
@@ -173,22 +207,38 @@ class ConnectionSettings:
 class ChatSettings:
     """The ``[chat]`` section: Twitch chat commands that change the style."""
 
-    enabled: bool = False  # connect to chat at all
-    channel: str = ""  # Twitch channel to read, without '#', e.g. your login
-    host: str = "irc.chat.twitch.tv"  # IRC server
-    port: int = 6697  # 6697 with TLS, 6667 without
-    tls: bool = True  # encrypt the connection (keep on for Twitch)
-    nick: str = ""  # bot login; empty: anonymous, read-only (justinfan<digits>), no replies
-    token_env: str = "TWITCH_OAUTH_TOKEN"  # environment variable holding the bot's OAuth token (never the file)
-    prefix: str = "!"  # commands start with this, e.g. "!style"
-    reply: bool = True  # answer !styles and announce vote winners (needs nick and token)
-    commands: CommandsSettings = CommandsSettings()  # [chat.commands.*]: roles and cooldowns per command
-    prompts: PromptSettings = PromptSettings()  # [chat.prompts]: free-form prompts and limits
-    blocklist: BlocklistSettings = BlocklistSettings()  # [chat.blocklist]
-    strength: StrengthSettings = StrengthSettings()  # [chat.strength]
-    vote: VoteSettings = VoteSettings()  # [chat.vote]
-    rate: RateSettings = RateSettings()  # [chat.rate]: what the bot may send
-    connection: ConnectionSettings = ConnectionSettings()  # [chat.connection]
+    enabled: bool = False
+    """Connect to chat at all."""
+    channel: str = ""
+    """Twitch channel to read, without '#', e.g. your login."""
+    host: str = "irc.chat.twitch.tv"
+    """IRC server."""
+    port: int = 6697
+    """6697 with TLS, 6667 without."""
+    tls: bool = True
+    """Encrypt the connection (keep on for Twitch)."""
+    nick: str = ""
+    """Bot login; empty: anonymous, read-only (justinfan<digits>), no replies."""
+    token_env: str = "TWITCH_OAUTH_TOKEN"
+    """Environment variable holding the bot's OAuth token (never the file)."""
+    prefix: str = "!"
+    """Commands start with this, e.g. "!style"."""
+    reply: bool = True
+    """Answer !styles and announce vote winners (needs nick and token)."""
+    commands: CommandsSettings = CommandsSettings()
+    """[chat.commands.*]: roles and cooldowns per command."""
+    prompts: PromptSettings = PromptSettings()
+    """[chat.prompts]: free-form prompts and limits."""
+    blocklist: BlocklistSettings = BlocklistSettings()
+    """[chat.blocklist]."""
+    strength: StrengthSettings = StrengthSettings()
+    """[chat.strength]."""
+    vote: VoteSettings = VoteSettings()
+    """[chat.vote]."""
+    rate: RateSettings = RateSettings()
+    """[chat.rate]: what the bot may send."""
+    connection: ConnectionSettings = ConnectionSettings()
+    """[chat.connection]."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", self.channel.strip().lstrip("#").lower())
