@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -19,6 +20,7 @@ ROLES = ("broadcaster", "moderator", "vip", "subscriber", "everyone")
 COMMAND_NAMES = ("style", "styles", "morph", "strength")
 
 _PRIVILEGED = ("broadcaster", "moderator")
+_LOGIN = re.compile(r"[a-z0-9_]{1,25}")  # Twitch logins: channel and bot names
 
 
 def _tuple_field(name: str, obj: Any) -> None:
@@ -242,8 +244,12 @@ class ChatSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", self.channel.strip().lstrip("#").lower())
+        object.__setattr__(self, "nick", self.nick.strip().lower())
         if self.enabled and not self.channel:
             raise ValueError("chat.channel is empty: set it to the Twitch channel to read, e.g. your login")
+        for key, value in (("channel", self.channel), ("nick", self.nick)):
+            if value and not _LOGIN.fullmatch(value):
+                raise ValueError(f"chat.{key} = {value!r} is not a Twitch login (letters, digits and _, at most 25)")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"chat.port must be 1..65535, got {self.port}")
         if not self.prefix or any(c.isspace() for c in self.prefix):

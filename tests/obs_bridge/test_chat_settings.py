@@ -78,6 +78,8 @@ def test_unknown_keys_are_named(data, needle):
     ({"blocklist": {"words": "nsfw"}}, "list of strings"),
     ({"prompts": {"mode": "transition"}}, "transition_frames"),
     ({"prefix": ""}, "chat.prefix"),
+    ({"channel": "my channel"}, "not a Twitch login"),
+    ({"nick": "bot\r\nQUIT"}, "not a Twitch login"),
     ({"vote": {"interval_s": 0}}, "interval_s"),
 ])
 def test_bad_values_say_what_to_fix(data, needle):
