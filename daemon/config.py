@@ -74,6 +74,18 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class PanelConfig:
+    """[panel]: the control page, served by the daemon (open it in a browser or as an OBS dock)."""
+
+    address: str = "127.0.0.1:9470"
+    """host:port of the page ("" = off). Off loopback it needs the server's token."""
+    preview_width: int = 320
+    """Width in pixels of the live previews (input and output)."""
+    max_body_kb: int = 64
+    """Largest request body accepted from the page."""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """[log]"""
 
@@ -94,6 +106,7 @@ SECTIONS: dict[str, type | str] = {
     "server": ServerConfig,
     "model": ModelConfig,
     "session": SessionConfig,
+    "panel": PanelConfig,
     "log": LogConfig,
 }
 
@@ -121,6 +134,10 @@ class Config:
     @property
     def session(self) -> SessionConfig:
         return self.section("session")
+
+    @property
+    def panel(self) -> PanelConfig:
+        return self.section("panel")
 
     @property
     def log(self) -> LogConfig:
@@ -261,5 +278,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log.format must be 'plain' or 'json', got {log.format!r}")
     if log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level must be debug, info, warning or error, got {log.level!r}")
+    p = config.panel
+    if p.address and ":" not in p.address:
+        raise ConfigError(f"panel.address must be host:port, got {p.address!r}")
+    if not 32 <= p.preview_width <= 1920 or not 1 <= p.max_body_kb <= 10240:
+        raise ConfigError("panel.preview_width must be within 32..1920 and panel.max_body_kb within 1..10240")
     if config.session.output_queue < 1:
         raise ConfigError("session.output_queue must be >= 1")

@@ -102,3 +102,13 @@ def _encode_jpeg(frame, quality: int) -> bytes:
     codec.options = {"qmin": str(q), "qmax": str(q)}
     packets = codec.encode(frame.reformat(format="yuvj420p")) + codec.encode(None)
     return b"".join(bytes(p) for p in packets)
+
+
+def resize(rgb: np.ndarray, width: int) -> np.ndarray:
+    """Scale an RGB frame to ``width`` pixels across (even height, aspect kept)."""
+    import av
+
+    h, w = rgb.shape[:2]
+    height = max(2, round(h * width / w / 2) * 2)
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()

@@ -93,19 +93,23 @@ class Daemon:
         self._servers: list[grpc.aio.Server] = []
         self._health = health.aio.HealthServicer()
         self._metrics_http = None
+        self.panel = None
         self.worker: BatchWorker | None = None
         self.service: MorphcamService | None = None
         self.addresses: list[str] = []
         self._stopped = asyncio.Event()
 
     def _check_binding(self) -> str:
-        s = self.config.server
+        s, panel = self.config.server, self.config.panel
         if not s.unix_socket and not s.address:
             raise ConfigError("nothing to listen on: set server.unix_socket and/or server.address")
         token = resolve_token(s, self._environ)
         if s.address and not is_loopback(s.address) and not token:
             raise ConfigError(f"refusing to listen on {s.address} without a token: set server.token or the "
                               f"{s.token_env} environment variable, or listen on 127.0.0.1")
+        if panel.address and not is_loopback(panel.address) and not token:
+            raise ConfigError(f"refusing to serve the panel on {panel.address} without a token: set server.token "
+                              "or keep panel.address on 127.0.0.1")
         return token
 
     async def start(self) -> None:
@@ -145,6 +149,8 @@ class Daemon:
             raise ConfigError(f"cannot listen on {targets[len(self._servers)][0]}: {exc} (address in use?)") from exc
         if s.metrics_address:
             self._start_metrics(s.metrics_address)
+        if self.config.panel.address:
+            self._start_panel(token)
         for name in ("", SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("morphcam daemon serving %s on %s (pipeline %s on %s%s)", SERVICE, ", ".join(self.addresses),
@@ -158,6 +164,17 @@ class Daemon:
             self._metrics_http, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
         except OSError as exc:
             log.warning("metrics endpoint %s not started: %s (set server.metrics_address)", address, exc)
+
+    def _start_panel(self, token: str) -> None:
+        from .panel import PanelServer
+
+        try:
+            self.panel = PanelServer(self.service, asyncio.get_running_loop(), self.config.panel, token)
+        except OSError as exc:
+            log.warning("panel %s not started: %s (set panel.address)", self.config.panel.address, exc)
+            return
+        self.panel.start()
+        log.info("control panel at %s", self.panel.url)
 
     @property
     def metrics_port(self) -> int | None:
@@ -178,6 +195,9 @@ class Daemon:
         self._servers.clear()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)
+        if self.panel is not None:
+            self.panel.stop()
+            self.panel = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite needs on Debian/Ubuntu: real OBS headless under Xvfb for the
-# bridge's integration tests, and ngircd for the plain-IRC chat smoke test.
+# bridge's integration tests, ngircd for the plain-IRC chat smoke test, Chromium for the
+# control panel's browser tests.
 # Usage: sudo install/dev-deps.sh   (root in CI)
 set -euo pipefail
-PACKAGES=(obs-studio xvfb xauth libgl1-mesa-dri ngircd)
+PACKAGES=(obs-studio xvfb xauth libgl1-mesa-dri ngircd chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,11 +33,22 @@ class DelayPipeline(PassthroughPipeline):
         self.prompts[session_id] = change
 
 
-def make_config(tmp_path, **server) -> Config:
+class StylePipeline(DelayPipeline):
+    """A delay pipeline that lists a few named styles (for the panel's style buttons)."""
+
+    def styles(self):
+        from morphcam.daemon.pipeline import StyleInfo
+
+        return [StyleInfo("original", "original"), StyleInfo("pencil sketch", "a pencil sketch"),
+                StyleInfo("thermal", "thermal camera")]
+
+
+def make_config(tmp_path, panel: str = "", **server) -> Config:
+    """Unix socket in tmp_path, free loopback ports; the panel only where a test asks for it."""
     defaults = dict(unix_socket=str(tmp_path / "d.sock"), address="127.0.0.1:0", metrics_address="127.0.0.1:0",
                     grace_s=1.0)
     defaults.update(server)
-    return Config().replace("server", **defaults)
+    return Config().replace("server", **defaults).replace("panel", address=panel)
 
 
 def address_of(daemon: DaemonThread, transport: str) -> str:
