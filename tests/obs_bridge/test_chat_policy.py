@@ -20,6 +20,8 @@ from morphcam.obs_bridge.chat.settings import (
     VoteSettings,
 )
 
+pytestmark = pytest.mark.timeout(30)
+
 ROLE_SETS = {
     "everyone": frozenset({"everyone"}),
     "subscriber": frozenset({"everyone", "subscriber"}),

@@ -18,6 +18,8 @@ TWITCH_LINE = (
     ":somemod!somemod@somemod.tmi.twitch.tv PRIVMSG #streamer :!style oil paint"
 )
 
+pytestmark = pytest.mark.timeout(30)
+
 
 def test_parses_a_tagged_privmsg():
     msg = parse_line(TWITCH_LINE)

@@ -8,6 +8,8 @@ import pytest
 
 from morphcam.obs_bridge.chat.settings import ChatSettings, CommandPolicy
 
+pytestmark = pytest.mark.timeout(30)
+
 SAMPLE = """
 [chat]
 enabled = true
