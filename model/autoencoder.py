@@ -29,8 +29,13 @@ class FrameAutoencoder(nn.Module):
 
         dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, config.ae_decoder_channels[0], 3, padding=1), nn.SiLU()]
         c_in = config.ae_decoder_channels[0]
-        for c in config.ae_decoder_channels:
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c, 3, padding=1), nn.SiLU()]
+        last = len(config.ae_decoder_channels) - 1
+        for i, c in enumerate(config.ae_decoder_channels):
+            # A 2x2 stride-2 transposed conv upsamples at a quarter of the cost of upsample + 3x3 conv;
+            # the 3x3 conv after it mixes space, except at full resolution, where it would cost the most.
+            dec += [nn.ConvTranspose2d(c_in, c, 2, stride=2), nn.SiLU()]
+            if i < last:
+                dec += [nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
             c_in = c
         dec.append(nn.Conv2d(c_in, 3, 3, padding=1))
         self.decoder = nn.Sequential(*dec)
