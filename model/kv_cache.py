@@ -97,7 +97,9 @@ class KVRingCache:
     def commit(self) -> None:
         """The chunk is final: every ring frame ages by one chunk."""
         cfg = self.config
-        self.frame_idx[cfg.sink_frames :] += cfg.frames_per_step
+        # The clamp only touches slots about to be rewritten (or not yet used); it keeps every
+        # index inside the table even between commit and the next begin_chunk.
+        self.frame_idx[cfg.sink_frames :].add_(cfg.frames_per_step).clamp_(max=cfg.frame_positions - 1)
         self.frames_seen += cfg.frames_per_step
 
     def reset(self) -> None:
@@ -130,6 +132,9 @@ class KVRingCache:
 
     def keys_values(self, layer: int, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys with each slot's frame-index offset added, and values.
+
+        The offset keys are a transient of the cache's size (the cache itself is never rewritten);
+        a fused attention kernel adds the (slots, heads, head_dim) offsets on the fly instead.
 
         frame_emb: (frame_positions, heads, head_dim). Returns (heads, slots * N, head_dim) twice.
         """
