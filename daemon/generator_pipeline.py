@@ -5,15 +5,19 @@ and leave as ``uint8``. A step groups the batch by frame size, runs each group t
 generator in one batch, and puts an exception in the slot of any frame that cannot be served
 (unknown session, wrong size, non-finite pixels, a failing group) while the rest succeed.
 Style names from ``styles()`` may be used as prompts; they map to their canonical prompt.
+Any frame size is served: frames are padded (edge pixels repeated) up to the model's size
+multiple (16 for the presets, so 1920x1080 runs at 1920x1088) and the output is cropped back.
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from morphcam.model.checkpoint import load_model
 from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
@@ -50,6 +54,15 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+@dataclass
+class _Session:
+    """A generator session plus the client's frame size (the generator's may be padded)."""
+
+    stream: StreamSession
+    width: int
+    height: int
+
+
 def _prompts(change: PromptChange) -> list[tuple[str, float]]:
     return [(style_prompt(p.text), p.weight) for p in change.prompts]
 
@@ -62,7 +75,7 @@ class GeneratorPipeline(Pipeline):
         self.name = f"generator:{preset}"
         dev = generator.device
         self.device = f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type
-        self._sessions: dict[str, StreamSession] = {}
+        self._sessions: dict[str, _Session] = {}
 
     @classmethod
     def load(
@@ -81,15 +94,25 @@ class GeneratorPipeline(Pipeline):
 
     # ---- sessions ---------------------------------------------------------------------------
     def open_session(self, session_id: str, params: SessionParams) -> None:
+        if params.width < 1 or params.height < 1:
+            raise ValueError(f"frame size {params.width}x{params.height} is empty")
+        m = self.generator.config.frame_multiple
         session = self.generator.open_session(
-            params.width, params.height, _prompts(params.prompt), strength=params.strength, seed=params.seed
+            -(-params.width // m) * m,
+            -(-params.height // m) * m,
+            _prompts(params.prompt),
+            strength=params.strength,
+            seed=params.seed,
         )
-        self._sessions[session_id] = session
+        self._sessions[session_id] = _Session(session, params.width, params.height)
 
     def close_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
     def _session(self, session_id: str) -> StreamSession:
+        return self._entry(session_id).stream
+
+    def _entry(self, session_id: str) -> _Session:
         try:
             return self._sessions[session_id]
         except KeyError:
@@ -113,8 +136,9 @@ class GeneratorPipeline(Pipeline):
         return [PresetInfo(name, PRESET_DESCRIPTIONS.get(name, "")) for name in ModelConfig.preset_names()]
 
     # ---- frames -----------------------------------------------------------------------------
-    def _to_tensor(self, session: StreamSession, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 (or float in [0, 1]) -> (3, H, W) float32 in [-1, 1]; ValueError if unusable."""
+    def _to_tensor(self, session: _Session, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 (or float in [0, 1]) -> (3, H', W') float32 in [-1, 1], padded to the
+        generator's size; ValueError if unusable."""
         if not isinstance(frame, np.ndarray):
             raise ValueError(f"a frame must be a numpy array, got {type(frame).__name__}")
         expected = (session.height, session.width, 3)
@@ -131,32 +155,38 @@ class GeneratorPipeline(Pipeline):
             x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).clamp(0, 1).mul(2.0).sub(1.0)
         else:
             raise ValueError(f"frames must be uint8 RGB (or float in [0, 1]), got {frame.dtype}")
-        return x.permute(2, 0, 1)
+        x = x.permute(2, 0, 1)
+        pad_w, pad_h = session.stream.width - session.width, session.stream.height - session.height
+        if pad_w or pad_h:
+            x = F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        return x
 
     def step(self, batch: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray | Exception]:
         out: list[np.ndarray | Exception] = [RuntimeError("not processed")] * len(batch)
-        groups: dict[tuple[int, int], list[tuple[int, StreamSession, torch.Tensor]]] = defaultdict(list)
+        groups: dict[tuple[int, int], list[tuple[int, _Session, torch.Tensor]]] = defaultdict(list)
         seen: set[str] = set()
         for i, (session_id, frame) in enumerate(batch):
             try:
-                session = self._session(session_id)
+                session = self._entry(session_id)
                 if session_id in seen:
                     raise ValueError(f"session {session_id} has two frames in one batch: send one frame per step")
                 seen.add(session_id)
-                groups[(session.width, session.height)].append((i, session, self._to_tensor(session, frame)))
+                key = (session.stream.width, session.stream.height)
+                groups[key].append((i, session, self._to_tensor(session, frame)))
             except Exception as e:  # one bad frame must not fail the batch
                 out[i] = e
         for items in groups.values():
             try:
                 frames = torch.stack([t for _, _, t in items])[:, None].to(self.generator.device)
-                result = self.generator.step([s for _, s, _ in items], frames)
+                result = self.generator.step([s.stream for _, s, _ in items], frames)
                 pixels = result[:, 0].float().permute(0, 2, 3, 1).cpu().numpy()
             except Exception as e:  # a failing group fails only its own frames
                 log.exception("generator step failed for %d session(s)", len(items))
                 for i, _, _ in items:
                     out[i] = e
                 continue
-            for (i, _, _), img in zip(items, pixels):
+            for (i, session, _), img in zip(items, pixels):
+                img = img[: session.height, : session.width]
                 if not np.isfinite(img).all():
                     out[i] = FloatingPointError("the model produced NaN pixels: reset the session (or the model is broken)")
                     continue

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import ops
@@ -75,13 +74,13 @@ class DiTBlock(nn.Module):
         a = context.attend(self.layer, q, k, v, self.frame_emb)
         x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, d)), gate1)
 
-        h = self.cross_norm(x).view(b, t * n, d)
+        h = ops.layer_norm(x, self.cross_norm.weight, self.cross_norm.bias, self.eps).view(b, t * n, d)
         ck, cv = self.cross_kv(text).chunk(2, dim=-1)
         c = ops.attention(self._heads(self.cross_q(h)), self._heads(ck), self._heads(cv))
         x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, d))
 
         h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
-        return ops.gated_residual(x, self.ffn_out(F.gelu(self.ffn_in(h), approximate="tanh")), gate2)
+        return ops.gated_residual(x, self.ffn_out(ops.gelu(self.ffn_in(h))), gate2)
 
 
 class CausalDiT(nn.Module):

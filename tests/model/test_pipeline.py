@@ -101,18 +101,20 @@ def test_a_failing_group_does_not_fail_the_others(pipe, monkeypatch):
 def test_prompt_errors_leave_the_session_as_it_was(pipe):
     _open(pipe, "a")
     _open(pipe, "b")
-    before = pipe._sessions["a"].prompt.pooled.clone()
+    before = pipe._sessions["a"].stream.prompt.pooled.clone()
     with pytest.raises(ValueError, match="limit is"):
         pipe.set_prompt("a", PromptChange.single("x" * 10_000))
     with pytest.raises(ValueError, match="empty"):
         PromptChange.single("")  # the daemon's own type refuses it first
     with pytest.raises(ValueError, match="empty"):
-        pipe.generator.set_prompt(pipe._sessions["a"], "   ")
-    assert (pipe._sessions["a"].prompt.pooled == before).all()
+        pipe.generator.set_prompt(pipe._sessions["a"].stream, "   ")
+    assert (pipe._sessions["a"].stream.prompt.pooled == before).all()
     out = pipe.step([("a", _frame(32, 32)), ("b", _frame(32, 32))])
     assert all(isinstance(o, np.ndarray) for o in out)
-    with pytest.raises(ValueError, match="multiples of 16"):
-        _open(pipe, "odd", w=30, h=30)
+    _open(pipe, "odd", w=30, h=18)  # padded to 32x32 inside, cropped back
+    out = pipe.step([("odd", _frame(30, 18)), ("a", _frame(32, 32))])
+    assert out[0].shape == (18, 30, 3) and out[1].shape == (32, 32, 3)
+    assert pipe._sessions["odd"].stream.width == 32
 
 
 def test_prompt_modes_params_and_reset(pipe):
@@ -123,7 +125,7 @@ def test_prompt_modes_params_and_reset(pipe):
     pipe.set_prompt("a", blend)
     pipe.set_prompt("a", dataclasses.replace(PromptChange.single("blueprint"), mode="recache"))
     pipe.set_params("a", strength=0.5, seed=3)
-    assert pipe._sessions["a"].strength == 0.5
+    assert pipe._sessions["a"].stream.strength == 0.5
     pipe.set_prompt("a", PromptChange.single("pencil sketch"))
     pipe.set_params("a", strength=pipe.generator.config.default_strength, seed=1)
     pipe.reset("a")
