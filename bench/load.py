@@ -93,13 +93,14 @@ class PacedSession(threading.Thread):
         }
 
 
-def start_daemon(args: argparse.Namespace, tmp: str) -> tuple[subprocess.Popen, str]:
+def start_daemon(args: argparse.Namespace, tmp: str, panel: str = "") -> tuple[subprocess.Popen, str]:
     sock = os.path.join(tmp, "bench.sock")
     config = Path(tmp) / "bench.toml"
     config.write_text(
         f'[server]\nunix_socket = "{sock}"\naddress = "127.0.0.1:{args.port}"\nmetrics_address = ""\n'
         f'max_sessions = {max(16, args.sessions)}\n\n[model]\npipeline = "{args.pipeline}"\npreset = "{args.preset}"\n'
-        f'device = "{args.device}"\nmax_batch = {max(16, args.sessions)}\n\n[log]\nlevel = "warning"\n')
+        f'device = "{args.device}"\nmax_batch = {max(16, args.sessions)}\n\n[panel]\naddress = "{panel}"\n\n'
+        '[log]\nlevel = "warning"\n')
     proc = subprocess.Popen([sys.executable, "-m", "morphcam.daemon.cli", "serve", "--config", str(config)])
     address = f"127.0.0.1:{args.port}" if args.transport == "tcp" else f"unix:{sock}"
     with DaemonClient(address) as client:
@@ -109,7 +110,7 @@ def start_daemon(args: argparse.Namespace, tmp: str) -> tuple[subprocess.Popen, 
     return proc, address
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sessions", type=int, default=8)
     p.add_argument("--seconds", type=float, default=60.0)
@@ -124,23 +125,41 @@ def main() -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the results here")
-    args = p.parse_args()
+    return p
+
+
+def run_sessions(args: argparse.Namespace, address: str) -> list[dict]:
+    """N paced sessions for args.seconds against ``address``; one report row per session."""
     size = tuple(int(v) for v in args.size.split("x"))
+    sessions = [PacedSession(address, i, size, args.fps, args.seconds, args.format, args.warmup)
+                for i in range(args.sessions)]
+    for s in sessions:
+        s.start()
+    for s in sessions:
+        s.join(args.seconds + 30)
+    return [s.report() for s in sessions]
+
+
+def main() -> int:
+    args = parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = (None, args.address) if args.address else start_daemon(args, tmp)
         try:
             with DaemonClient(address) as client:
                 status = client.status()
-            sessions = [PacedSession(address, i, size, args.fps, args.seconds, args.format, args.warmup) for i in range(args.sessions)]
-            for s in sessions:
-                s.start()
-            for s in sessions:
-                s.join(args.seconds + 30)
+            rows = run_sessions(args, address)
         finally:
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)
-    rows = [s.report() for s in sessions]
+    print_table(args, status, rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "pipeline": status.pipeline,
+                                               "device": status.device, "sessions": rows}, indent=1))
+    return 0
+
+
+def print_table(args: argparse.Namespace, status, rows: list[dict]) -> None:
     print(f"# {args.sessions} sessions x {args.fps:g} fps x {args.size} {args.format} for {args.seconds:g} s over "
           f"{args.transport}; pipeline {status.pipeline} on {status.device}; {platform.node() or 'host'}")
     print("| session | sent | received | fps out | latency p50 / p99 ms | daemon p50 / p99 ms | dropped client / daemon |")
@@ -153,10 +172,6 @@ def main() -> int:
     print(f"all sessions: min fps {min(fps):.1f}, mean fps {np.mean(fps):.1f}, worst latency p99 "
           f"{max(r['latency_p99_ms'] for r in rows):.1f} ms, slowest first frame "
           f"{max(r['first_frame_ms'] or float('nan') for r in rows):.0f} ms")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "pipeline": status.pipeline,
-                                               "device": status.device, "sessions": rows}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -234,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, {"ok": True})
             else:
                 raise PanelError(404, f"no such page: {method} {url.path}")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the page went away
         except PanelError as exc:
             self._json(exc.status, {"error": str(exc)})
         except ValueError as exc:  # the daemon's own validation (prompt rules, ranges)
