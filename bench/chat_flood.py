@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from morphcam.obs_bridge.chat.fake_twitch import FakeTwitchServer, RecordingTarget
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.fake_twitch import FakeTwitchServer, RecordingTarget  # noqa: E402  (the tests' fake server)
 from morphcam.obs_bridge.chat.service import ChatService
 from morphcam.obs_bridge.chat.settings import ChatSettings, ConnectionSettings
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from morphcam.obs_bridge.chat.fake_twitch import FakeTwitchServer, RecordingTarget
+from helpers.fake_twitch import FakeTwitchServer, RecordingTarget
 from morphcam.obs_bridge.chat.service import ChatService, start_chat
 from morphcam.obs_bridge.chat.settings import ChatSettings, ConnectionSettings, RateSettings
 

@@ -16,7 +16,7 @@ import pytest
 
 from morphcam.obs_bridge.chat.client import TwitchChatClient
 from morphcam.obs_bridge.chat.controller import ChatController
-from morphcam.obs_bridge.chat.fake_twitch import FakeTwitchServer, RecordingTarget
+from helpers.fake_twitch import FakeTwitchServer, RecordingTarget
 from morphcam.obs_bridge.chat.settings import (
     BlocklistSettings,
     ChatSettings,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from morphcam.obs_bridge.chat.fake_twitch import RecordingTarget
+from helpers.fake_twitch import RecordingTarget
 from morphcam.obs_bridge.chat.service import ChatService
 from morphcam.obs_bridge.chat.settings import ChatSettings, ConnectionSettings
 

@@ -7,7 +7,7 @@ import sys
 CODE = """
 import sys
 import morphcam.obs_bridge.chat
-import morphcam.obs_bridge.chat.client, morphcam.obs_bridge.chat.controller, morphcam.obs_bridge.chat.fake_twitch
+import morphcam.obs_bridge.chat.client, morphcam.obs_bridge.chat.controller
 import morphcam.obs_bridge.chat.policy, morphcam.obs_bridge.chat.protocol, morphcam.obs_bridge.chat.service
 import morphcam.obs_bridge.chat.settings, morphcam.obs_bridge.chat.target, morphcam.obs_bridge.chat.vote
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "triton", "transformers"))

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from morphcam.obs_bridge.chat.controller import ChatController
-from morphcam.obs_bridge.chat.fake_twitch import RecordingTarget
+from helpers.fake_twitch import RecordingTarget
 from morphcam.obs_bridge.chat.protocol import ChatMessage
 from morphcam.obs_bridge.chat.settings import (
     BlocklistSettings,

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .protocol import escape_tag_value, parse_line
+from morphcam.obs_bridge.chat.protocol import escape_tag_value, parse_line
 
 _ids = itertools.count(1)
 
