@@ -108,6 +108,9 @@ SECTIONS: dict[str, type | str] = {
     "session": SessionConfig,
     "panel": PanelConfig,
     "log": LogConfig,
+    "bridge": "morphcam.obs_bridge.settings:BridgeSettings",
+    "obs": "morphcam.obs_bridge.settings:ObsSettings",
+    "chat": "morphcam.obs_bridge.chat.settings:ChatSettings",
 }
 
 

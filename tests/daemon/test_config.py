@@ -63,3 +63,19 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     bad.write_text("[server]\ntoken_env = 5\n")
     assert main(["serve", "--config", str(bad)]) == 2
     assert "server.token_env must be str" in capsys.readouterr().err
+
+
+def test_the_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "install" / "morphcam.example.toml"
+    config = cfg.load(example)
+    for name in cfg.SECTIONS:
+        config.section(name)  # every section builds, given or defaulted
+
+
+def test_bridge_and_chat_sections_are_validated_by_the_same_loader(tmp_path):
+    c = _load(tmp_path, '[chat]\nchannel = "mychannel"\n[obs]\n[bridge]\n')
+    assert c.section("chat").channel == "mychannel"
+    with pytest.raises(cfg.ConfigError, match="unknown key chat.chanel"):
+        _load(tmp_path, '[chat]\nchanel = "x"\n')
