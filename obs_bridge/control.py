@@ -1,8 +1,9 @@
 """Style control: hotkey actions, scene prompts and CustomEvent commands, all looked up in tables.
 
 Every input (an OBS hotkey forwarded by the OBS script, a scene switch, a CustomEvent from a
-Stream Deck, chat) goes through one ``StyleController``, which drives a ``ControlTarget``.
-The target is the live daemon session (``StreamControl``); chat plugs into the same interface.
+Stream Deck, chat) goes through one ``StyleController``, which drives a ``ControlTarget``: the
+live daemon session (``StreamControl``). The controller is itself a ``ControlTarget``, and chat
+is handed the controller, so a chat change and a hotkey press see the same strength and state.
 """
 from __future__ import annotations
 
@@ -126,6 +127,14 @@ class StyleController:
                 handled = True
         if not handled:
             raise ValueError(f"command {command!r} has none of the keys {', '.join(COMMANDS)}")
+
+    # --- the ControlTarget interface, so chat shares this controller's state (slot, strength, on/off) ---
+
+    def styles(self) -> list[StyleInfo]:
+        return self.target.styles()
+
+    def set_prompt(self, change: PromptChange) -> None:
+        self.apply_prompt(change)
 
     # --- operations ---
 

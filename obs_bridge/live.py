@@ -27,6 +27,7 @@ from morphcam.obs_bridge.sources import make_source
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 10.0
+DEVICE_PREFIXES = ("/dev/video", "video=")  # --source values that name a capture device
 
 
 class LiveBridge:
@@ -83,7 +84,7 @@ class LiveBridge:
             if self.chat_settings is not None:
                 from morphcam.obs_bridge.chat import start_chat
 
-                self.chat = start_chat(self.chat_settings, self.controller.target)
+                self.chat = start_chat(self.chat_settings, self.controller)
                 if self.chat is not None:
                     self._parts.append(self.chat)
         except BaseException:
@@ -122,7 +123,7 @@ class LiveBridge:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="the product's TOML file ([bridge], [obs], [chat]); defaults without")
     parser.add_argument("--daemon", help='override [bridge] daemon, e.g. "unix:/run/user/1000/morphcam.sock"')
-    parser.add_argument("--source", metavar="FILE_OR_URL", help="override the source: a video file or a udp:// URL")
+    parser.add_argument("--source", metavar="FILE_OR_URL", help="override the source: a video file, a udp:// URL or a camera (/dev/video0, video=NAME)")
     parser.add_argument("--sink", metavar="FILE_OR_URL", help="override the sink: a video file, a udp:// URL or 'virtualcam'")
     parser.add_argument("--prompt", help="prompt at start")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl+C)")
@@ -135,8 +136,12 @@ def _overrides(args: argparse.Namespace, bridge: BridgeSettings) -> BridgeSettin
     if args.prompt:
         changes["prompt"] = args.prompt
     if args.source:
-        kind = "udp" if "://" in args.source else "file"
-        changes["source"] = dataclasses.replace(bridge.source, kind=kind, **({"url": args.source} if kind == "udp" else {"path": args.source}))
+        if "://" in args.source:
+            changes["source"] = dataclasses.replace(bridge.source, kind="udp", url=args.source)
+        elif args.source.startswith(DEVICE_PREFIXES):
+            changes["source"] = dataclasses.replace(bridge.source, kind="device", device=args.source)
+        else:
+            changes["source"] = dataclasses.replace(bridge.source, kind="file", path=args.source)
     if args.sink:
         if args.sink == "virtualcam":
             changes["sink"] = dataclasses.replace(bridge.sink, kind="virtualcam")

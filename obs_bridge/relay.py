@@ -4,7 +4,8 @@ Each source frame is submitted to the daemon's live stream (``submit`` never blo
 until its styled result comes back. The sink gets, in capture order:
 - the styled frame, when it arrives;
 - the original frame, when the daemon is disconnected (at once) or has not answered within
-  ``deadline_ms`` (slow, erroring, or just killed).
+  ``deadline_ms`` of the frame's capture (slow, erroring, or just killed).
+Every source frame the relay takes is thus shown within the deadline, one way or the other.
 So the output keeps its rate while the daemon is down and styled frames resume by themselves
 when the stream reconnects. A frame older than one already shown is never shown.
 """

@@ -273,11 +273,38 @@ def daemon_thread(tmp_path):
         yield daemon
 
 
-class DaemonProcess:
-    """``morphcam serve`` as a subprocess that tests can kill and start again on the same socket."""
+# A daemon process serving a misbehaving pipeline ("slow" or "failing"), for fail-open tests.
+# A subprocess, as in real use: the bridge must not share its interpreter with the daemon's errors.
+_FAULTY_DAEMON = """
+import signal, sys, time
+from morphcam.daemon.config import Config, ModelConfig, ServerConfig
+from morphcam.daemon.pipeline import PassthroughPipeline
+from morphcam.daemon.server import DaemonThread
 
-    def __init__(self, socket_path: Path, log_path: Path) -> None:
-        self.socket_path, self.log_path = socket_path, log_path
+class Slow(PassthroughPipeline):  # 250 ms per frame
+    def step(self, batch):
+        time.sleep(0.25)
+        return super().step(batch)
+
+class Failing(PassthroughPipeline):  # every frame fails
+    def step(self, batch):
+        return [RuntimeError("the model broke") for _ in batch]
+
+config = Config({"server": ServerConfig(unix_socket=sys.argv[1], address="", metrics_address=""),
+                 "model": ModelConfig(pipeline="passthrough")})
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+daemon = DaemonThread(config, {"slow": Slow, "failing": Failing}[sys.argv[2]]()).start()
+signal.sigwait({signal.SIGTERM})
+daemon.stop()
+"""
+
+
+class DaemonProcess:
+    """``morphcam serve`` as a subprocess that tests can kill and start again on the same socket;
+    with ``faulty`` ("slow" or "failing") a daemon process whose pipeline misbehaves."""
+
+    def __init__(self, socket_path: Path, log_path: Path, faulty: str = "") -> None:
+        self.socket_path, self.log_path, self.faulty = socket_path, log_path, faulty
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -287,6 +314,8 @@ class DaemonProcess:
     def start(self, timeout: float = 60.0) -> None:
         cmd = [sys.executable, "-m", "morphcam.daemon.cli", "serve", "--unix-socket", str(self.socket_path),
                "--address", "", "--pipeline", "passthrough", "--metrics-address", ""]
+        if self.faulty:
+            cmd = [sys.executable, "-c", _FAULTY_DAEMON, str(self.socket_path), self.faulty]
         self.proc = subprocess.Popen(cmd, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -321,6 +350,17 @@ class DaemonProcess:
 @pytest.fixture
 def daemon_process(tmp_path):
     daemon = DaemonProcess(tmp_path / "daemon.sock", tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture
+def faulty_daemon(tmp_path, request):
+    """A daemon process whose pipeline is ``request.param``: "slow" or "failing"."""
+    daemon = DaemonProcess(tmp_path / "faulty.sock", tmp_path / "faulty.log", faulty=request.param)
     daemon.start()
     try:
         yield daemon
