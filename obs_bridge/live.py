@@ -35,6 +35,9 @@ class LiveBridge:
 
     def __init__(self, bridge: BridgeSettings, obs: ObsSettings, chat: Any = None) -> None:
         bridge.check_runnable()
+        if obs.enabled and obs.media_source.create and bridge.sink.kind != "udp":
+            log.warning("[obs.media_source] create = true shows the bridge's UDP stream, but [bridge.sink] kind "
+                        "is %r: set it to \"udp\" or the Media Source stays empty", bridge.sink.kind)
         self.bridge, self.obs, self.chat_settings = bridge, obs, chat
         self.stream: Any = None
         self.client: Any = None

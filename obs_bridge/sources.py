@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # PyAV's input format for capture devices, by OS.
 DEVICE_FORMATS = {"Linux": "v4l2", "Windows": "dshow", "Darwin": "avfoundation"}
+# The option each capture format uses for what the camera sends ("mjpeg", "yuyv422", ...).
+INPUT_FORMAT_OPTION = {"v4l2": "input_format", "dshow": "vcodec", "avfoundation": "pixel_format"}
 # Low-latency demuxing of a live MPEG-TS stream (measured: first frame ~1.3 s after OBS starts).
 STREAM_OPTIONS = {"fflags": "nobuffer", "flags": "low_delay"}
 RETRY_PAUSE_S = 0.5
@@ -167,6 +169,10 @@ class DeviceSource(FrameSource):
         if not fmt:
             raise OSError(f"no capture format known for {platform.system()}: set bridge.source.device_format")
         options = {"framerate": f"{self.settings.fps:g}"}
+        if self.settings.video_size:
+            options["video_size"] = self.settings.video_size
+        if self.settings.input_format:
+            options[INPUT_FORMAT_OPTION.get(fmt, "input_format")] = self.settings.input_format
         t = self.settings.open_timeout_s
         return av.open(self.settings.device, format=fmt, options=options, timeout=(t, t))
 
