@@ -16,6 +16,6 @@ for unit in morphcam-daemon.service morphcam-live.service; do
   sed -e "s|@MORPHCAM@|$MORPHCAM|g" -e "s|@CONFIG@|$CONFIG|g" "$HERE/systemd/$unit" > "$UNITS/$unit"
   echo "installed $UNITS/$unit"
 done
-systemctl --user daemon-reload
+systemctl --user daemon-reload 2>/dev/null || echo "could not reach the systemd user manager: run systemctl --user daemon-reload in your session"
 echo "start with: systemctl --user enable --now morphcam-daemon morphcam-live"
 echo "logs:       journalctl --user -u morphcam-live -f"

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from morphcam.daemon.client import DaemonClient
 from morphcam.obs_bridge.live import LiveBridge
 from morphcam.obs_bridge.settings import (
     BridgeSettings, HotkeySettings, ObsSettings, RelaySettings, SinkSettings, SourceSettings,
@@ -77,6 +78,7 @@ def test_daemon_killed_frames_pass_through_then_styled_resume(daemon_process, te
         assert wait_for(lambda: any(not s.styled and s.time_ns > killed_ns for s in relay.history), 2)
         first_passthrough = next(s for s in relay.history if not s.styled and s.time_ns > killed_ns)
         assert (first_passthrough.time_ns - killed_ns) / 1e6 < FAIL_OPEN_MS
+        live.controller.apply_prompt("chosen while the daemon was down")
         time.sleep(1.0)
         down = [s for s in relay.history if s.time_ns > killed_ns]
         assert sum(not s.styled for s in down) >= 20, live.status()  # ~30 fps of originals
@@ -86,6 +88,8 @@ def test_daemon_killed_frames_pass_through_then_styled_resume(daemon_process, te
         # Styled frames come back without restarting the bridge (the stream reconnects itself).
         assert wait_for(lambda: sum(s.styled and s.time_ns > restarted_ns for s in relay.history) >= 10, 15), live.status()
         assert live.stream.reconnects >= 1
+        with DaemonClient(daemon_process.address) as client:  # the prompt chosen meanwhile holds
+            assert [p.text for p in client.status().sessions[0].prompt] == ["chosen while the daemon was down"]
         # Since the kill the sink followed the source: nearly every frame, nearly all within 100 ms.
         assert_follows_source(shown_since(relay, killed_ns), relay.source.frames_read - read_before)
         written = relay.styled + relay.passthrough
