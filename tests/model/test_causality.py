@@ -80,3 +80,15 @@ def test_future_frames_do_not_leak():
         b = dit(x2, cond, sigma, step, pooled, tokens, BlockCausalContext(cfg, 5, 4, "cpu"))
     torch.testing.assert_close(a[:, :3], b[:, :3])
     assert (a[:, 3:] - b[:, 3:]).abs().max() > 1e-3
+
+
+def test_training_forward_backward_with_diffusion_forcing():
+    """The clip forward trains: gradients reach every denoiser parameter through the mask."""
+    cfg = small_config(sink_frames=1, window_frames=2)
+    model = randomized(cfg)
+    model.train()
+    x, cond, sigma, step, pooled, tokens = _clip(cfg, 5)
+    v = model.dit(x, cond, sigma, step, pooled, tokens, BlockCausalContext(cfg, 5, 4, "cpu"))
+    v.square().mean().backward()
+    missing = [n for n, p in model.dit.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
