@@ -104,7 +104,7 @@ class ObsConnection:
             self._state.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.timeout_s + 2.0)
-        self._drop("stopped")
+        self._drop("closed")
 
     def connect_once(self) -> bool:
         """One connection attempt without the watchdog (for checks); ``close()`` afterwards."""
@@ -198,8 +198,11 @@ class ObsConnection:
             req, events = self._req, self._events
             self._req = self._events = None
         if req is not None or events is not None:
-            log.warning("OBS connection lost: %s", reason)
-            self.last_error = reason
+            if self._stop.is_set() or reason == "closed":
+                log.info("OBS connection closed")
+            else:
+                log.warning("OBS connection lost: %s", reason)
+                self.last_error = reason
         _close(req)
         _close(events)  # no join: this may run on the event thread itself
 

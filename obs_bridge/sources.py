@@ -105,9 +105,11 @@ class FrameSource:
                 with self._open() as container:
                     self.last_error = ""
                     self._decode(container)
-                if not self._loops:
+                if not self._loops and not self._stop.is_set():
                     log.info("source %s ended; opening it again", self.settings.kind)
             except (av.error.FFmpegError, OSError) as e:  # a missing stream or device: retry
+                if self._stop.is_set():
+                    return  # interrupted by stop()
                 self.last_error = str(e)
                 log.warning("source %s: %s; retrying in %.1f s", self.settings.kind, e, RETRY_PAUSE_S)
             except Exception as e:  # never let the reader thread die silently
