@@ -84,8 +84,8 @@ class KVRingCache:
 
     def visible_frames(self) -> list[int]:
         """Absolute indices of the committed frames the next chunk will see, oldest first."""
-        c, cfg = self.frames_seen, self.config
-        return [j for j in range(max(0, c - cfg.window_frames - cfg.sink_frames), c) if frame_visible(j, c, cfg)]
+        c, s = self.frames_seen, self.config.sink_frames
+        return list(range(min(s, c))) + list(range(max(s, c - self.config.window_frames), c))
 
     def begin_chunk(self) -> None:
         """Mark the next chunk's slots valid and give them their frame indices (in place)."""

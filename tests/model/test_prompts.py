@@ -60,8 +60,16 @@ def test_recache_rewrites_only_the_cache_kv(gen):
 def test_recache_after_eviction_keeps_buffers(gen):
     s = gen.open_session(SIZE, SIZE, "pencil sketch", seed=1)
     _run(gen, s, _frames(9))
+    assert s.cache.visible_frames() == [0, 5, 6, 7, 8]  # the sink and the window of four
     pointers = s.cache.storage_pointers()
+    k = s.cache.k.clone()
+    gen.recache(s)
+    # The sink frame saw only itself, so it is reproduced; window frames lost their evicted
+    # context, so recache (like LongLive's) recomputes them from the cached frames alone.
+    n = s.cache.tokens_per_frame
+    torch.testing.assert_close(s.cache.k[:, :, :n], k[:, :, :n], rtol=1e-4, atol=1e-5)
     gen.set_prompt(s, "comic", mode="recache")
+    assert (s.cache.k[:, :, :n] - k[:, :, :n]).abs().max() > 1e-4  # the sink is recached too
     assert s.cache.storage_pointers() == pointers
     assert torch.isfinite(gen.step([s], _frames(1)[0])).all()
 
