@@ -41,7 +41,9 @@ def _resolve_device(device: str) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for but no CUDA GPU is visible: use device = \"cpu\" or \"auto\"")
+            raise ValueError(
+                f"device {device!r} asked for but no CUDA GPU is visible: use device = \"cpu\" or \"auto\""
+            )
         dev = torch.device("cuda", dev.index or 0)
     return dev
 
@@ -188,7 +190,9 @@ class GeneratorPipeline(Pipeline):
             for (i, session, _), img in zip(items, pixels):
                 img = img[: session.height, : session.width]
                 if not np.isfinite(img).all():
-                    out[i] = FloatingPointError("the model produced NaN pixels: reset the session (or the model is broken)")
+                    out[i] = FloatingPointError(
+                        "the model produced NaN pixels: reset the session (or the model is broken)"
+                    )
                     continue
                 out[i] = np.clip((img + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         return out

@@ -27,8 +27,8 @@ class FrameAutoencoder(nn.Module):
         enc.append(nn.Conv2d(c_in, config.latent_channels, 1))
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, config.ae_decoder_channels[0], 3, padding=1), nn.SiLU()]
         c_in = config.ae_decoder_channels[0]
+        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, c_in, 3, padding=1), nn.SiLU()]
         last = len(config.ae_decoder_channels) - 1
         for i, c in enumerate(config.ae_decoder_channels):
             # A 2x2 stride-2 transposed conv upsamples at a quarter of the cost of upsample + 3x3 conv;

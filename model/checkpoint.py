@@ -60,14 +60,18 @@ def resolve_checkpoint(source: str | Path, cache_dir: str | Path | None = None) 
     if path.is_dir():
         path = path / CHECKPOINT_FILENAME
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint folder {source} has no {CHECKPOINT_FILENAME}: point at the .safetensors file")
+            raise FileNotFoundError(
+                f"checkpoint folder {source} has no {CHECKPOINT_FILENAME}: point at the .safetensors file"
+            )
         return path
     if path.is_file():
         return path
     text = str(source)
     if _REPO_ID.match(text) and not text.endswith(".safetensors"):
         return _from_hub_cache(text, cache_dir)
-    raise FileNotFoundError(f"checkpoint {source} not found: pass an existing .safetensors file, a folder, or a repo id org/name")
+    raise FileNotFoundError(
+        f"checkpoint {source} not found: pass an existing .safetensors file, a folder, or a repo id org/name"
+    )
 
 
 def _from_hub_cache(repo: str, cache_dir: str | Path | None) -> Path:

@@ -119,7 +119,9 @@ class StreamGenerator:
     @staticmethod
     def _check_strength(strength: float) -> float:
         if not 0.0 <= float(strength) <= 1.0:
-            raise ValueError(f"strength must be in [0, 1] (0 keeps the input, 1 starts from pure noise), got {strength}")
+            raise ValueError(
+                f"strength must be in [0, 1] (0 keeps the input, 1 starts from pure noise), got {strength}"
+            )
         return float(strength)
 
     def set_params(self, session: StreamSession, strength: float | None = None, seed: int | None = None) -> None:

