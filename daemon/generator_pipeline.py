@@ -149,12 +149,13 @@ class GeneratorPipeline(Pipeline):
                 f"frame shape {frame.shape} does not match the session's (H, W, 3) = {expected}: reopen the "
                 f"session with the new size"
             )
+        # Frames may be read-only views of the wire buffer: the float conversion is the one copy.
         if frame.dtype == np.uint8:
-            x = torch.from_numpy(np.ascontiguousarray(frame)).float().div_(127.5).sub_(1.0)
+            x = torch.from_numpy(frame.astype(np.float32)).div_(127.5).sub_(1.0)
         elif np.issubdtype(frame.dtype, np.floating):
             if not np.isfinite(frame).all():
                 raise ValueError("frame has NaN or infinite pixels")
-            x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).clamp(0, 1).mul(2.0).sub(1.0)
+            x = torch.from_numpy(frame.astype(np.float32)).clamp_(0, 1).mul_(2.0).sub_(1.0)
         else:
             raise ValueError(f"frames must be uint8 RGB (or float in [0, 1]), got {frame.dtype}")
         x = x.permute(2, 0, 1)
