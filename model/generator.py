@@ -101,7 +101,7 @@ class StreamGenerator:
         """Allocate a session's cache and state; raises ValueError for sizes or settings it cannot serve."""
         latent_hw = self.config.latent_size(width, height)
         strength = self._check_strength(self.config.default_strength if strength is None else strength)
-        seed = secrets.randbits(63) if seed is None else int(seed)
+        seed = secrets.randbits(63) if seed is None else int(seed) % 2**64  # any int; torch takes 64 bits
         emb = self.embed(prompts)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed)
@@ -128,7 +128,7 @@ class StreamGenerator:
         if strength is not None:
             session.strength = self._check_strength(strength)
         if seed is not None:
-            session.seed = int(seed)
+            session.seed = int(seed) % 2**64
             session.generator.manual_seed(session.seed)
 
     def reset(self, session: StreamSession) -> None:
