@@ -5,7 +5,9 @@ until its styled result comes back. The sink gets, in capture order:
 - the styled frame, when it arrives;
 - the original frame, when the daemon is disconnected (at once) or has not answered within
   ``deadline_ms`` of the frame's capture (slow, erroring, or just killed).
-Every source frame the relay takes is thus shown within the deadline, one way or the other.
+A daemon a little slower than the source skips some frames; while styled frames are flowing
+(one shown within the last ``deadline_ms``) a skipped frame is dropped rather than shown
+unstyled, so the output never flickers between styled and original frames.
 So the output keeps its rate while the daemon is down and styled frames resume by themselves
 when the stream reconnects. A frame older than one already shown is never shown.
 """
@@ -61,6 +63,7 @@ class Relay:
         self._pending: collections.OrderedDict[int, Frame] = collections.OrderedDict()
         self._last_source_seq = 0
         self._last_shown_capture = -1
+        self._styled_until_ns = 0  # styled frames count as flowing until then
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -84,8 +87,7 @@ class Relay:
 
     def step(self) -> None:
         """One round: take a new source frame, collect results, show what is due."""
-        wait = TICK_S if self._pending else 0.05
-        frame = self.source.read(self._last_source_seq, timeout=0 if self._pending else wait)
+        frame = self.source.read(self._last_source_seq, timeout=0 if self._pending else 0.05)
         if frame is not None:
             self._last_source_seq = frame.seq
             self._submit(frame)
@@ -127,6 +129,8 @@ class Relay:
         newest = self._pending[due[-1]]
         for seq in due:
             del self._pending[seq]
+        if self.stream.connected and now < self._styled_until_ns:
+            return  # styled frames are flowing: drop the frames the daemon skipped
         self._show(newest.image, newest.capture_time_ns, styled=False)
 
     def _show(self, image: np.ndarray, capture_time_ns: int, styled: bool) -> None:
@@ -142,6 +146,7 @@ class Relay:
             return
         if styled:
             self.styled += 1
+            self._styled_until_ns = time.monotonic_ns() + int(self.settings.deadline_ms * 1e6)
         else:
             self.passthrough += 1
         self.history.append(Shown(time.monotonic_ns(), capture_time_ns, styled))

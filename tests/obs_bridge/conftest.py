@@ -286,6 +286,11 @@ class Slow(PassthroughPipeline):  # 250 ms per frame
         time.sleep(0.25)
         return super().step(batch)
 
+class Busy(PassthroughPipeline):  # 50 ms per frame: fast enough for the deadline, not for 30 fps
+    def step(self, batch):
+        time.sleep(0.05)
+        return super().step(batch)
+
 class Failing(PassthroughPipeline):  # every frame fails
     def step(self, batch):
         return [RuntimeError("the model broke") for _ in batch]
@@ -293,7 +298,7 @@ class Failing(PassthroughPipeline):  # every frame fails
 config = Config({"server": ServerConfig(unix_socket=sys.argv[1], address="", metrics_address=""),
                  "model": ModelConfig(pipeline="passthrough")})
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-daemon = DaemonThread(config, {"slow": Slow, "failing": Failing}[sys.argv[2]]()).start()
+daemon = DaemonThread(config, {"slow": Slow, "busy": Busy, "failing": Failing}[sys.argv[2]]()).start()
 signal.sigwait({signal.SIGTERM})
 daemon.stop()
 """
@@ -301,7 +306,7 @@ daemon.stop()
 
 class DaemonProcess:
     """``morphcam serve`` as a subprocess that tests can kill and start again on the same socket;
-    with ``faulty`` ("slow" or "failing") a daemon process whose pipeline misbehaves."""
+    with ``faulty`` ("slow", "busy" or "failing") a daemon process whose pipeline misbehaves."""
 
     def __init__(self, socket_path: Path, log_path: Path, faulty: str = "") -> None:
         self.socket_path, self.log_path, self.faulty = socket_path, log_path, faulty
@@ -359,7 +364,7 @@ def daemon_process(tmp_path):
 
 @pytest.fixture
 def faulty_daemon(tmp_path, request):
-    """A daemon process whose pipeline is ``request.param``: "slow" or "failing"."""
+    """A daemon process whose pipeline is ``request.param``: "slow", "busy" or "failing"."""
     daemon = DaemonProcess(tmp_path / "faulty.sock", tmp_path / "faulty.log", faulty=request.param)
     daemon.start()
     try:

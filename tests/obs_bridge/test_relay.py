@@ -34,7 +34,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.01):
     return bool(predicate())
 
 
-def bridge_settings(address: str, video, out) -> BridgeSettings:
+def bridge_settings(address: str, video, out, deadline_ms: float = DEADLINE_MS) -> BridgeSettings:
     return BridgeSettings(
         daemon=address,
         width=160,
@@ -42,7 +42,7 @@ def bridge_settings(address: str, video, out) -> BridgeSettings:
         source=SourceSettings(kind="file", path=str(video), fps=30.0),
         sink=SinkSettings(kind="file", path=str(out)),
         hotkeys=HotkeySettings(enabled=False),
-        relay=RelaySettings(deadline_ms=DEADLINE_MS),
+        relay=RelaySettings(deadline_ms=deadline_ms),
     )
 
 
@@ -92,7 +92,7 @@ def test_daemon_killed_frames_pass_through_then_styled_resume(daemon_process, te
             assert [p.text for p in client.status().sessions[0].prompt] == ["chosen while the daemon was down"]
         # Since the kill the sink followed the source: nearly every frame, nearly all within 100 ms.
         assert_follows_source(shown_since(relay, killed_ns), relay.source.frames_read - read_before)
-        written = relay.styled + relay.passthrough
+    written = relay.styled + relay.passthrough  # counted once the bridge has stopped
     with av.open(str(out)) as container:  # the sink's file holds every frame shown, decodable
         assert sum(1 for _ in container.decode(video=0)) == written
 
@@ -118,3 +118,17 @@ def test_slow_or_erroring_daemon_output_follows_the_source(faulty_daemon, test_v
         read = live.relay.source.frames_read - read_before
     assert_follows_source(shown, read)
     assert sum(not s.styled for s in shown) > len(shown) * 0.8
+
+
+@pytest.mark.parametrize("faulty_daemon", ["busy"], indirect=True)
+def test_daemon_slower_than_the_source_gives_styled_frames_only(faulty_daemon, test_video, tmp_path):
+    """At 20 fps for a 30 fps source the daemon skips frames; they are dropped, not shown
+    unstyled between styled ones (no flicker)."""
+    settings = bridge_settings(faulty_daemon.address, test_video, tmp_path / "out.mp4", deadline_ms=200.0)
+    with LiveBridge(settings, ObsSettings()) as live:
+        assert wait_for(lambda: live.relay.styled > 5, 10)
+        start_ns = time.monotonic_ns()
+        time.sleep(1.5)
+        shown = shown_since(live.relay, start_ns)
+    assert len(shown) >= 15, len(shown)
+    assert sum(not s.styled for s in shown) <= 1, [s.styled for s in shown]
