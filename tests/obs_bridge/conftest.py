@@ -218,9 +218,10 @@ class HeadlessObs:
 @pytest.fixture(scope="session")
 def obs(tmp_path_factory) -> HeadlessObs:
     """A real OBS 29 (obs-websocket 5.1) running headless for the whole test session."""
-    for binary in ("obs", "Xvfb"):
-        if shutil.which(binary) is None:
-            pytest.skip(f"`{binary}` is not installed: run install/dev-deps.sh to get OBS and Xvfb")
+    if shutil.which("obs") is None:
+        pytest.skip("OBS is not installed (no `obs` on PATH): run install/dev-deps.sh to test against real OBS")
+    if shutil.which("Xvfb") is None:
+        pytest.fail("OBS is installed but Xvfb is not: run install/dev-deps.sh (it installs xvfb and xauth)")
     instance = HeadlessObs(tmp_path_factory.mktemp("obs"))
     instance.configure()
     instance.start_display()
