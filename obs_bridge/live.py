@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from morphcam.obs_bridge.control import StreamControl, StyleController
+from morphcam.obs_bridge.daemon_child import DaemonChild
 from morphcam.obs_bridge.hotkeys import HotkeyListener
 from morphcam.obs_bridge.obs_control import ObsControl
 from morphcam.obs_bridge.relay import Relay
@@ -33,12 +34,13 @@ DEVICE_PREFIXES = ("/dev/video", "video=")  # --source values that name a captur
 class LiveBridge:
     """Everything ``morphcam live`` runs, started and stopped in order. Usable from tests."""
 
-    def __init__(self, bridge: BridgeSettings, obs: ObsSettings, chat: Any = None) -> None:
+    def __init__(self, bridge: BridgeSettings, obs: ObsSettings, chat: Any = None, config_path: str | None = None) -> None:
         bridge.check_runnable()
         if obs.enabled and obs.media_source.create and bridge.sink.kind != "udp":
             log.warning("[obs.media_source] create = true shows the bridge's UDP stream, but [bridge.sink] kind "
                         "is %r: set it to \"udp\" or the Media Source stays empty", bridge.sink.kind)
-        self.bridge, self.obs, self.chat_settings = bridge, obs, chat
+        self.bridge, self.obs, self.chat_settings, self.config_path = bridge, obs, chat, config_path
+        self.daemon_child: DaemonChild | None = None
         self.stream: Any = None
         self.client: Any = None
         self.controller: StyleController | None = None
@@ -55,6 +57,9 @@ class LiveBridge:
         b = self.bridge
         token = b.token or os.environ.get("MORPHCAM_TOKEN") or None
         try:
+            if b.start_daemon:
+                self.daemon_child = DaemonChild(self.config_path).start()
+                self._parts.append(self.daemon_child)
             session = StreamSettings(
                 b.width, b.height, prompt=b.prompt, name=b.session_name, fps=b.source.fps, strength=b.strength
             )
@@ -120,6 +125,7 @@ class LiveBridge:
             "prompt": self.controller.prompt.label if self.controller and self.controller.prompt else self.bridge.prompt,
             "obs_connected": bool(self.obs_control and self.obs_control.connection.connected),
             "hotkeys_received": self.hotkeys.received if self.hotkeys else 0,
+            "daemon_starts": self.daemon_child.starts if self.daemon_child else 0,
         }
 
 
@@ -156,10 +162,22 @@ def _overrides(args: argparse.Namespace, bridge: BridgeSettings) -> BridgeSettin
 
 
 def _sections() -> dict[str, type]:
-    from morphcam.daemon.config import LogConfig
+    from morphcam.daemon.config import LogConfig, ServerConfig
     from morphcam.obs_bridge.chat.settings import ChatSettings
 
-    return {"bridge": BridgeSettings, "obs": ObsSettings, "chat": ChatSettings, "log": LogConfig}
+    return {"bridge": BridgeSettings, "obs": ObsSettings, "chat": ChatSettings, "log": LogConfig, "server": ServerConfig}
+
+
+def check_daemon_child(bridge: BridgeSettings, server: Any) -> None:
+    """With start_daemon, the bridge must dial an address the child daemon listens on."""
+    served = {server.address} if server.address else set()
+    if server.unix_socket:
+        served |= {f"unix:{server.unix_socket}", server.unix_socket, f"unix://{server.unix_socket}"}
+    if bridge.start_daemon and bridge.daemon not in served:
+        raise ValueError(
+            f"bridge.start_daemon is on, but bridge.daemon = {bridge.daemon!r} is not where [server] listens "
+            f"({', '.join(sorted(served)) or 'nowhere'}): make them the same"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         sections = load_sections(args.config, _sections())
         setup_logging(sections["log"])
         bridge = _overrides(args, sections["bridge"])
-        live = LiveBridge(bridge, sections["obs"], sections["chat"])
+        check_daemon_child(bridge, sections["server"])
+        live = LiveBridge(bridge, sections["obs"], sections["chat"], config_path=args.config)
     except (ConfigError, ValueError) as e:
         log.error("%s", e)
         return 2

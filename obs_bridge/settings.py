@@ -89,6 +89,9 @@ class BridgeSettings:
 
     daemon: str = "127.0.0.1:50051"
     """Daemon address: "unix:/path/to/morphcam.sock" or "HOST:PORT"."""
+    start_daemon: bool = False
+    """Also run `morphcam serve` with the same config file as a child, restarted if it exits
+    (one command for a streamer); keep it off when the daemon runs as its own service."""
     token: str = ""
     """Bearer token for a daemon off loopback; "" reads $MORPHCAM_TOKEN."""
     session_name: str = "live"

@@ -2,14 +2,29 @@
 a file runs through a real daemon into a file, and config mistakes are reported by key."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import av
 import pytest
 
+from morphcam.daemon.client import DaemonClient, DaemonError
+
 pytestmark = pytest.mark.timeout(120)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -69,3 +84,71 @@ def test_live_reports_config_mistakes_by_key(tmp_path):
     done = subprocess.run([sys.executable, "-m", "morphcam.daemon.cli", "live", "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "bridge.source.path" in done.stderr
+    config.write_text('[server]\naddress = "127.0.0.1:50999"\n[bridge]\nstart_daemon = true\n'
+                      '[bridge.source]\npath = "x.mp4"\n')
+    done = subprocess.run([sys.executable, "-m", "morphcam.daemon.cli", "live", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "bridge.daemon" in done.stderr and "127.0.0.1:50999" in done.stderr
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc (Linux)")
+def test_live_starts_its_daemon_and_restarts_it(test_video, tmp_path):
+    sock = tmp_path / "child.sock"
+    config = tmp_path / "morphcam.toml"
+    config.write_text(textwrap.dedent(f"""
+        [server]
+        unix_socket = "{sock}"
+        address = ""
+        metrics_address = ""
+        [model]
+        pipeline = "passthrough"
+        [bridge]
+        daemon = "unix:{sock}"
+        start_daemon = true
+        width = 160
+        height = 96
+        [bridge.source]
+        kind = "file"
+        path = "{test_video}"
+        [bridge.sink]
+        kind = "file"
+        path = "{tmp_path / 'out.mkv'}"
+        [bridge.hotkeys]
+        enabled = false
+    """))
+    log = (tmp_path / "live.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "morphcam.daemon.cli", "live", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with DaemonClient(f"unix:{sock}", timeout_s=2) as client:
+            def frames_out() -> int:
+                try:
+                    sessions = client.status().sessions
+                except DaemonError:
+                    return 0
+                return sessions[0].frames_out if sessions else 0
+
+            assert wait_for(lambda: frames_out() > 10, 30), (tmp_path / "live.log").read_text()[-3000:]
+            (first,) = children(proc.pid)
+            os.kill(first, signal.SIGKILL)  # the daemon crashes; the bridge starts it again
+            assert wait_for(lambda: children(proc.pid) - {first}, 15), (tmp_path / "live.log").read_text()[-3000:]
+            assert wait_for(lambda: frames_out() > 10, 30), (tmp_path / "live.log").read_text()[-3000:]
+        (second,) = children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert not Path(f"/proc/{second}").exists() or "zombie" in Path(f"/proc/{second}/status").read_text()
+        assert "started the daemon" in (tmp_path / "live.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
