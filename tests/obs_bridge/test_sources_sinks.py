@@ -140,3 +140,24 @@ def test_virtual_camera_errors_say_what_to_do(test_backend):
     pyvirtualcam.register_backend("morphcam-test", NoDevice)
     with pytest.raises(RuntimeError, match="setup-v4l2loopback.sh"):
         make_sink(SinkSettings(kind="virtualcam", backend="morphcam-test")).open(64, 48, 30.0)
+
+
+def test_live_bridge_into_a_virtual_camera(test_backend, daemon_thread, test_video):
+    """A file through the daemon into the (test-backend) virtual camera, in NV12 as many apps want."""
+    from morphcam.obs_bridge.live import LiveBridge
+    from morphcam.obs_bridge.settings import BridgeSettings, HotkeySettings, ObsSettings
+
+    settings = BridgeSettings(
+        daemon=daemon_thread.address, width=128, height=72,
+        source=SourceSettings(kind="file", path=str(test_video)),
+        sink=SinkSettings(kind="virtualcam", backend=test_backend, device="/dev/video10", pixel_format="NV12"),
+        hotkeys=HotkeySettings(enabled=False),
+    )
+    with LiveBridge(settings, ObsSettings()) as live:
+        end = time.monotonic() + 10
+        while live.relay.styled < 10 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert live.relay.styled >= 10, live.status()
+        assert live.relay.sink.describe() == "virtualcam /dev/video10"
+    assert len(RecordingBackend.sent) >= 10
+    assert all(frame.size == 128 * 72 * 3 // 2 for frame in RecordingBackend.sent)
