@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,10 @@ def run(args, env, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def home(tmp_path) -> dict[str, str]:
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config")}
+    # This interpreter's bin folder first, so a virtual environment's morphcam and python are found.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "PYTHON": sys.executable,
+           "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config")}
     Path(env["XDG_CONFIG_HOME"]).mkdir(parents=True)
     return env
 
@@ -50,8 +54,10 @@ def test_obs_script_installer_adds_script_to_every_collection(home):
     assert again.returncode == 0 and "added to scene collection" not in again.stdout
 
 
-@pytest.mark.skipif(shutil.which("morphcam") is None, reason="the morphcam command is not installed (pip install -e .)")
 def test_service_installer_fills_in_the_unit_templates(home):
+    morphcam = shutil.which("morphcam", path=home["PATH"])
+    if morphcam is None:
+        pytest.skip("the morphcam command is not installed (pip install -e .)")
     config = Path(home["XDG_CONFIG_HOME"]) / "morphcam" / "morphcam.toml"
     done = run([str(INSTALL / "linux" / "install-services.sh"), str(config)], home)
     assert done.returncode == 0, done.stderr
@@ -60,4 +66,4 @@ def test_service_installer_fills_in_the_unit_templates(home):
     for unit, command in (("morphcam-daemon.service", "serve"), ("morphcam-live.service", "live")):
         text = (units / unit).read_text()
         assert "@MORPHCAM@" not in text and "@CONFIG@" not in text
-        assert f"{shutil.which('morphcam')} {command} --config {config}" in text
+        assert f"{morphcam} {command} --config {config}" in text
