@@ -102,10 +102,6 @@ class TextEncoder:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, TextEmbedding] = OrderedDict()
 
-    @property
-    def dim(self) -> int:
-        return 384
-
     def __call__(self, text: str) -> TextEmbedding:
         """Embedding of ``text`` (see ``check_prompt`` for the errors)."""
         text = check_prompt(text)
