@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 
 class LiveStream:
     def __init__(self, address: str, settings: SessionSettings, token: str | None = None,
-                 max_inflight: int = 2, backoff_s: tuple[float, float] = (0.05, 2.0)) -> None:
+                 max_inflight: int = 2, backoff_s: tuple[float, float] = (0.05, 2.0),
+                 reply_timeout_s: float = 5.0) -> None:
         self.settings = settings
         self.max_inflight = max_inflight
+        self.reply_timeout_s = reply_timeout_s  # frames in flight and no answer this long: reconnect
         self.backoff_s = backoff_s
         self._client = DaemonClient(address, token)
         self._cond = threading.Condition()
@@ -43,6 +45,7 @@ class LiveStream:
         self._controls: deque[pb.StreamRequest] = deque()
         self._output: OutputFrame | None = None
         self._inflight = 0
+        self._last_reply = time.monotonic()
         self._seq = 0
         self._enabled: bool | None = None
         self._call: Any = None
@@ -135,7 +138,13 @@ class LiveStream:
         while True:
             with self._cond:
                 while not self._stop and not self._controls and (self._frame is None or self._inflight >= self.max_inflight):
-                    self._cond.wait(0.5)
+                    if self._inflight and time.monotonic() - self._last_reply > self.reply_timeout_s:
+                        # A daemon that holds the call open but answers nothing: start afresh.
+                        self.last_error = f"no answer for {self.reply_timeout_s:g} s with frames in flight"
+                        if self._call is not None:
+                            self._call.cancel()
+                        return
+                    self._cond.wait(0.25)
                 if self._stop:
                     return
                 if self._controls:
@@ -158,6 +167,7 @@ class LiveStream:
                 if self._stop:
                     return
                 self._inflight = 0
+                self._last_reply = time.monotonic()
             opened = False
             try:
                 self._call = self._client.open_stream(self._requests())
@@ -165,6 +175,7 @@ class LiveStream:
                     kind = reply.WhichOneof("kind")
                     if kind == "opened":
                         opened = True
+                        self._last_reply = time.monotonic()
                         self.session_id, self.pipeline = reply.opened.session_id, reply.opened.pipeline
                         self.connected = True
                         delay = self.backoff_s[0]
@@ -173,12 +184,14 @@ class LiveStream:
                         out = OutputFrame.from_proto(reply.frame)
                         with self._cond:
                             self._inflight = max(0, self._inflight - 1)
+                            self._last_reply = time.monotonic()
                             self._output = out
                             self.frames_received += 1
                             self._cond.notify_all()
                 self.last_error = "the daemon ended the stream"
             except grpc.RpcError as err:
-                self.last_error = str(DaemonError.from_rpc(err))
+                if err.code() != grpc.StatusCode.CANCELLED or not self.last_error.startswith("no answer"):
+                    self.last_error = str(DaemonError.from_rpc(err))
             except Exception as exc:  # a frame that cannot be encoded, say: report, reconnect
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("live stream error: %s", self.last_error)

@@ -292,6 +292,10 @@ class MorphcamService(pb_grpc.MorphcamServicer):
             session.finish()
         except asyncio.CancelledError:
             raise
+        except grpc.aio.AbortError:
+            pass  # the call already ended with its status (a failed frame, say)
         except Exception as exc:
+            if session.closed:
+                return
             code, message = _status_of(exc)
             session.fail(code.name, message)

@@ -15,6 +15,12 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def wait_text(page, selector: str, text: str, timeout: float = 10.0) -> None:
+    """Poll from Python: the page's CSP forbids the string evaluation wait_for_function uses."""
+    assert wait_until(lambda: text in (page.text_content(selector) or ""), timeout=timeout), \
+        f"{selector} never showed {text!r}: {page.text_content(selector)!r}"
+
+
 @pytest.fixture
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -86,7 +92,7 @@ def test_bad_input_from_the_page_is_refused_with_a_message(start_daemon, browser
         page.evaluate("document.getElementById('prompt-text').removeAttribute('maxlength')")
         page.fill("#prompt-text", "y" * 5000)
         page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('message').textContent.includes('too long')", timeout=5000)
+        wait_text(page, "#message", "too long")
         assert live.session_id not in pipeline.prompts
 
 
@@ -94,7 +100,7 @@ def test_page_without_the_token_says_what_to_do(start_daemon, browser):
     daemon = start_daemon(StylePipeline(), panel="127.0.0.1:0", token="s3cret")
     page = browser.new_page()
     page.goto(daemon.daemon.panel.url)
-    page.wait_for_function("document.getElementById('message').textContent.includes('#token=')", timeout=10000)
+    wait_text(page, "#message", "#token=")
     page.goto(daemon.daemon.panel.url + "#token=s3cret")
     page.reload()
     page.wait_for_selector("#empty:not([hidden])", timeout=10000)  # authorised: no session yet

@@ -156,3 +156,49 @@ def test_live_stream_latency_is_reported(start_daemon):
             s = client.status().sessions[0]
         assert s.frames_out >= 20 and s.latency_p50_ms > 0 and s.latency_p99_ms >= s.latency_p50_ms
         assert s.fps_out > 0
+
+
+class _HangOnce(DelayPipeline):
+    """The first step hangs (a stuck GPU, say); later steps are normal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hung = threading.Event()
+
+    def step(self, batch):
+        if not self.hung.is_set():
+            self.hung.set()
+            time.sleep(2.5)
+        return super().step(batch)
+
+
+def test_live_stream_gives_up_on_a_silent_daemon_and_reconnects(start_daemon):
+    pipeline = _HangOnce()
+    daemon = start_daemon(pipeline)
+    image = frames(1)[0]
+    with LiveStream(daemon.address, StreamSettings(64, 48, name="cam"), reply_timeout_s=1.0,
+                    backoff_s=(0.05, 0.2)) as live:
+        live.submit(image)
+        assert wait_until(lambda: live.reconnects >= 1, timeout=5), "no reconnect after the daemon fell silent"
+        assert "no answer" in live.last_error
+        out = None
+        deadline = time.monotonic() + 10
+        while out is None and time.monotonic() < deadline:
+            live.submit(image)
+            out = live.get_output(0.2)
+        assert out is not None, "styled frames come back once the daemon answers again"
+
+
+def test_failing_pipeline_ends_the_call_and_the_client_retries(start_daemon):
+    class Failing(DelayPipeline):
+        def step(self, batch):
+            return [RuntimeError("out of memory")] * len(batch)
+
+    daemon = start_daemon(Failing())
+    with LiveStream(daemon.address, StreamSettings(64, 48), backoff_s=(0.05, 0.1)) as live:
+        for _ in range(20):
+            live.submit(frames(1)[0])
+            time.sleep(0.02)
+        assert wait_until(lambda: live.reconnects >= 2, timeout=5)
+        assert "INTERNAL: frame" in live.last_error and "out of memory" in live.last_error
+    assert wait_until(lambda: daemon.session_count() == 0)
