@@ -92,7 +92,24 @@ class GeneratorPipeline(Pipeline):
                 f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
-        return cls(StreamGenerator(model), model.config.name)
+        pipeline = cls(StreamGenerator(model), model.config.name)
+        pipeline.warmup()
+        return pipeline
+
+    def warmup(self, width: int = 256, height: int = 144) -> None:
+        """One short throwaway stream, so that the first real frame does not pay for loading the
+        text encoder and for the device's first-use set-up (seconds on a GPU)."""
+        from .sample import facecam_frame
+
+        session_id = "warmup"
+        self.open_session(session_id, SessionParams(width, height, PromptChange.single("original"), seed=0))
+        try:
+            for i in range(2):
+                out = self.step([(session_id, facecam_frame(i / 30, width, height))])[0]
+                if isinstance(out, Exception):
+                    raise out
+        finally:
+            self.close_session(session_id)
 
     # ---- sessions ---------------------------------------------------------------------------
     def open_session(self, session_id: str, params: SessionParams) -> None:
