@@ -42,6 +42,8 @@ class PacedSession(threading.Thread):
         self.seconds = seconds
         self.latency_ms: list[float] = []
         self.daemon_ms: list[float] = []
+        self.model_ms: list[float] = []
+        self.batch: list[int] = []
         self.sent = 0
         self.received = 0
         self.daemon_dropped = 0
@@ -59,6 +61,8 @@ class PacedSession(threading.Thread):
             if out.capture_time_ns - self.t_start_ns >= self.warmup_ns:  # connection set-up is not steady state
                 self.latency_ms.append((now - out.capture_time_ns) / 1e6)
                 self.daemon_ms.append(out.timings["total_us"] / 1000)
+                self.model_ms.append(out.timings["model_us"] / 1000)
+                self.batch.append(out.timings["batch_size"])
             self.daemon_dropped = out.dropped_total
 
     def run(self) -> None:
@@ -87,7 +91,9 @@ class PacedSession(threading.Thread):
             "session": self.live.settings.name, "sent": self.sent, "received": self.received,
             "fps_out": self.received / self.seconds, "latency_p50_ms": float(np.percentile(lat, 50)),
             "latency_p99_ms": float(np.percentile(lat, 99)), "daemon_p50_ms": float(np.percentile(dm, 50)),
-            "daemon_p99_ms": float(np.percentile(dm, 99)), "dropped_client": self.live.frames_skipped,
+            "daemon_p99_ms": float(np.percentile(dm, 99)),
+            "model_p50_ms": float(np.percentile(self.model_ms or [np.nan], 50)),
+            "batch_mean": float(np.mean(self.batch or [np.nan])), "dropped_client": self.live.frames_skipped,
             "dropped_daemon": self.daemon_dropped, "first_frame_ms": self.first_frame_ms,
             "reconnects": self.live.reconnects,
         }
@@ -162,11 +168,13 @@ def main() -> int:
 def print_table(args: argparse.Namespace, status, rows: list[dict]) -> None:
     print(f"# {args.sessions} sessions x {args.fps:g} fps x {args.size} {args.format} for {args.seconds:g} s over "
           f"{args.transport}; pipeline {status.pipeline} on {status.device}; {platform.node() or 'host'}")
-    print("| session | sent | received | fps out | latency p50 / p99 ms | daemon p50 / p99 ms | dropped client / daemon |")
-    print("|---|---|---|---|---|---|---|")
+    print("| session | sent | received | fps out | latency p50 / p99 ms | daemon p50 / p99 ms | model step p50 ms "
+          "| mean batch | dropped client / daemon |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['session']} | {r['sent']} | {r['received']} | {r['fps_out']:.1f} | {r['latency_p50_ms']:.1f} / "
-              f"{r['latency_p99_ms']:.1f} | {r['daemon_p50_ms']:.1f} / {r['daemon_p99_ms']:.1f} | "
+              f"{r['latency_p99_ms']:.1f} | {r['daemon_p50_ms']:.1f} / {r['daemon_p99_ms']:.1f} | {r['model_p50_ms']:.1f} | "
+              f"{r['batch_mean']:.1f} | "
               f"{r['dropped_client']} / {r['dropped_daemon']} |")
     fps = [r["fps_out"] for r in rows]
     print(f"all sessions: min fps {min(fps):.1f}, mean fps {np.mean(fps):.1f}, worst latency p99 "
