@@ -123,11 +123,12 @@ class PanelApp:
 
         def render():
             sid = f"thumbnail-{uuid.uuid4().hex[:8]}"
-            pipeline.open_session(sid, SessionParams(256, 144, PromptChange.single(styles[name]), seed=0))
+            # Small and short: this runs on the worker, between live frames, once per style.
+            pipeline.open_session(sid, SessionParams(160, 96, PromptChange.single(styles[name]), seed=0))
             try:
                 out = None
-                for i in range(3):  # a little history, as a live stream has
-                    out = pipeline.step([(sid, facecam_frame(0.5 + i / 30))])[0]
+                for i in range(2):  # a little history, as a live stream has
+                    out = pipeline.step([(sid, facecam_frame(0.5 + i / 30, 160, 96))])[0]
                 if isinstance(out, Exception):
                     raise out
                 return out
@@ -135,7 +136,7 @@ class PanelApp:
                 pipeline.close_session(sid)
 
         image = self.service.worker.call(render).result(60)
-        data = frames.encode(frames.resize(image, 160), "jpeg", 85)
+        data = frames.encode(image, "jpeg", 85)
         with self._thumb_lock:
             self._thumbnails[name] = data
         return data
