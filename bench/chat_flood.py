@@ -239,17 +239,17 @@ class CountingTarget:
     def styles(self):
         return self.inner.styles()
 
-    def set_prompt(self, change) -> None:
+    def set_prompt(self, change, origin: str = "") -> None:
         self.calls["set_prompt"] += 1
-        self.inner.set_prompt(change)
+        self.inner.set_prompt(change, origin=origin)
 
-    def set_enabled(self, enabled: bool) -> None:
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
         self.calls["set_enabled"] += 1
-        self.inner.set_enabled(enabled)
+        self.inner.set_enabled(enabled, origin=origin)
 
-    def set_strength(self, strength: float) -> None:
+    def set_strength(self, strength: float, origin: str = "") -> None:
         self.calls["set_strength"] += 1
-        self.inner.set_strength(strength)
+        self.inner.set_strength(strength, origin=origin)
 
 
 # ---- measuring ------------------------------------------------------------------------------------

@@ -197,7 +197,9 @@ class MorphcamService(pb_grpc.MorphcamServicer):
             st = s.status()
             prompt = st.pop("prompt")
             st["strength"] = st["strength"] or 0.0
-            out.sessions.append(pb.SessionStatus(**st, prompt=convert.prompt_to_proto(prompt).prompts))
+            activity = [pb.Activity(time_unix=t, origin=o, action=a) for t, o, a in list(s.activity)[-20:]]
+            out.sessions.append(pb.SessionStatus(**st, prompt=convert.prompt_to_proto(prompt).prompts,
+                                                 activity=activity))
         return out
 
     # -- the stream -------------------------------------------------------------------------

@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from morphcam.daemon.pipeline import PromptChange, StyleInfo, WeightedPrompt
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class ControlTarget(Protocol):
-    """What a controller drives: the daemon session of ``morphcam live`` (or a test's stand-in)."""
+    """What hotkeys, scenes, OBS events and chat drive: the daemon session of ``morphcam live``
+    (or a test's stand-in). Implementations may block on the network. ``origin`` says who asked
+    ("hotkey:next_style", "scene:Just Chatting", "chat:alice"); the daemon keeps it in the
+    session's activity log, which the control panel shows."""
 
-    def styles(self) -> list[StyleInfo]: ...
+    def styles(self) -> list[StyleInfo]:
+        """The listed styles anyone may pick by name."""
+        ...
 
-    def set_prompt(self, change: PromptChange) -> None: ...
+    def set_prompt(self, change: PromptChange, origin: str = "") -> None:
+        """Switch the stream's prompt."""
+        ...
 
-    def set_enabled(self, enabled: bool) -> None: ...
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
+        """Turn restyling on, or off (the original frames pass through)."""
+        ...
 
-    def set_strength(self, strength: float) -> None: ...
+    def set_strength(self, strength: float, origin: str = "") -> None:
+        """How strongly the input is restyled."""
+        ...
 
 
 class StreamControl:
@@ -45,14 +57,14 @@ class StreamControl:
                 log.warning("cannot list the daemon's styles (%s); is `morphcam serve` running?", e)
         return list(self._styles)
 
-    def set_prompt(self, change: PromptChange) -> None:
-        self._stream.set_prompt(change)
+    def set_prompt(self, change: PromptChange, origin: str = "") -> None:
+        self._stream.set_prompt(change, origin=origin)
 
-    def set_enabled(self, enabled: bool) -> None:
-        self._stream.update(enabled=enabled)
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
+        self._stream.update(enabled=enabled, origin=origin)
 
-    def set_strength(self, strength: float) -> None:
-        self._stream.update(strength=strength)
+    def set_strength(self, strength: float, origin: str = "") -> None:
+        self._stream.update(strength=strength, origin=origin)
 
 
 # Hotkey actions, by name. The OBS script registers "morphcam.<name>" for each of these.
@@ -93,6 +105,7 @@ class StyleController:
         self._mode = mode
         self._transition_frames = transition_frames if mode == "transition" else 0
         self._lock = threading.RLock()
+        self._origin = ""  # who asked, while an entry point runs (under the lock)
 
     # --- entry points (each input calls one of these) ---
 
@@ -103,7 +116,11 @@ class StyleController:
             log.warning("unknown action %r (known: %s)", name, ", ".join(ACTIONS))
             return False
         with self._lock:
-            action(self)
+            self._origin = f"hotkey:{name}"
+            try:
+                action(self)
+            finally:
+                self._origin = ""
         return True
 
     def on_scene(self, scene: str) -> bool:
@@ -111,7 +128,7 @@ class StyleController:
         prompt = self.scene_prompts.get(scene)
         if prompt is None:
             return False
-        self.apply_prompt(prompt)
+        self.apply_prompt(prompt, origin=f"scene:{scene}")
         return True
 
     def on_command(self, command: dict[str, Any]) -> None:
@@ -121,10 +138,15 @@ class StyleController:
         if not isinstance(command, dict):
             raise ValueError(f"a command is a JSON object, got {type(command).__name__}")
         handled = False
-        for key, handler in COMMANDS.items():
-            if key in command:
-                handler(self, command[key], command)
-                handled = True
+        with self._lock:
+            self._origin = "obs-event"
+            try:
+                for key, handler in COMMANDS.items():
+                    if key in command:
+                        handler(self, command[key], command)
+                        handled = True
+            finally:
+                self._origin = ""
         if not handled:
             raise ValueError(f"command {command!r} has none of the keys {', '.join(COMMANDS)}")
 
@@ -133,18 +155,19 @@ class StyleController:
     def styles(self) -> list[StyleInfo]:
         return self.target.styles()
 
-    def set_prompt(self, change: PromptChange) -> None:
-        self.apply_prompt(change)
+    def set_prompt(self, change: PromptChange, origin: str = "") -> None:
+        self.apply_prompt(change, origin=origin)
 
     # --- operations ---
 
-    def apply_prompt(self, prompt: str | PromptChange, mode: str | None = None, transition_frames: int | None = None) -> None:
+    def apply_prompt(self, prompt: str | PromptChange, mode: str | None = None, transition_frames: int | None = None,
+                     origin: str = "") -> None:
         if isinstance(prompt, str):
             mode = mode or self._mode
             frames = transition_frames if transition_frames is not None else self._transition_frames
             prompt = PromptChange((WeightedPrompt(prompt),), mode=mode, transition_frames=frames if mode == "transition" else 0)
         with self._lock:
-            self.target.set_prompt(prompt)
+            self.target.set_prompt(prompt, origin=origin or self._origin)
             self.prompt = prompt
         log.info("prompt -> %s (%s)", prompt.label, prompt.mode)
 
@@ -181,15 +204,15 @@ class StyleController:
                 return
         raise ValueError(f"unknown style {name_or_slot!r}")
 
-    def set_enabled(self, enabled: bool) -> None:
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
         with self._lock:
-            self.target.set_enabled(bool(enabled))
+            self.target.set_enabled(bool(enabled), origin=origin or self._origin)
             self.enabled = bool(enabled)
 
-    def set_strength(self, strength: float) -> None:
+    def set_strength(self, strength: float, origin: str = "") -> None:
         strength = min(1.0, max(0.0, float(strength)))
         with self._lock:
-            self.target.set_strength(strength)
+            self.target.set_strength(strength, origin=origin or self._origin)
             self.strength = strength
 
     def nudge_strength(self, direction: int) -> None:

@@ -117,7 +117,7 @@ class ChatController:
             result, self._round = self._round.result(), None
         if result is None or result.votes < self.settings.vote.min_votes:
             return
-        self.dispatcher.set_prompt(result.change)
+        self.dispatcher.set_prompt(result.change, origin="chat:vote")
         log.info("chat vote won: prompt=%r votes=%d of %d voters", result.label, result.votes, result.voters)
         if self.settings.vote.announce:
             self._send(f"Vote: {result.label} wins with {result.votes} of {result.voters} votes")
@@ -164,7 +164,7 @@ class ChatController:
                 self._round = VoteRound(now + self.settings.vote.interval_s)
             self._round.cast(msg.user, label, change)
             return Outcome("style", msg.user, True, action="vote", prompt=text)
-        self.dispatcher.set_prompt(change)
+        self.dispatcher.set_prompt(change, origin=f"chat:{msg.user}")
         return Outcome("style", msg.user, True, action="prompt", prompt=text)
 
     def _styles(self, msg: ChatMessage, arg: str, now: float) -> Outcome:
@@ -180,7 +180,7 @@ class ChatController:
         enabled = _SWITCHES.get(arg.lower())
         if enabled is None:
             raise Rejected("usage", f"{self.settings.prefix}morph on|off")
-        self.dispatcher.set_enabled(enabled)
+        self.dispatcher.set_enabled(enabled, origin=f"chat:{msg.user}")
         return Outcome("morph", msg.user, True, action="enabled", prompt="on" if enabled else "off")
 
     def _strength(self, msg: ChatMessage, arg: str, now: float) -> Outcome:
@@ -191,7 +191,7 @@ class ChatController:
         lim = self.settings.strength
         if not math.isfinite(value) or not lim.min <= value <= lim.max:
             raise Rejected("range", f"strength must be between {lim.min:g} and {lim.max:g}")
-        self.dispatcher.set_strength(value)
+        self.dispatcher.set_strength(value, origin=f"chat:{msg.user}")
         return Outcome("strength", msg.user, True, action="strength", prompt=f"{value:g}")
 
     def _send(self, text: str) -> None:

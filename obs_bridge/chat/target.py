@@ -1,7 +1,7 @@
 """What chat acts on, and the thread that does it without ever blocking chat or the relay.
 
-``ControlTarget`` is the interface the bridge implements over the daemon's gRPC client (the OBS
-control implements the same one). Its calls may block on the network, so chat never calls it
+``ControlTarget`` (defined with the OBS control, ``morphcam.obs_bridge.control``) is the
+interface the bridge implements over the daemon's gRPC client. Its calls may block on the network, so chat never calls it
 directly: ``TargetDispatcher`` keeps the newest pending action of each kind and applies it from
 its own thread. A flood therefore costs at most one pending action per kind, and a failing or
 slow target is logged, never raised into chat or the bridge.
@@ -11,32 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable
 
 from morphcam.daemon.pipeline import PromptChange, StyleInfo
+from morphcam.obs_bridge.control import ControlTarget
+
+__all__ = ["ControlTarget", "TargetDispatcher"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class ControlTarget(Protocol):
-    """Controls of the running stream that chat may use. Implementations may block."""
-
-    def styles(self) -> list[StyleInfo]:
-        """The listed styles anyone may pick by name."""
-        ...
-
-    def set_prompt(self, change: PromptChange) -> None:
-        """Switch the stream's prompt."""
-        ...
-
-    def set_enabled(self, enabled: bool) -> None:
-        """Turn restyling on, or off (the original frames pass through)."""
-        ...
-
-    def set_strength(self, strength: float) -> None:
-        """How strongly the input is restyled."""
-        ...
 
 
 class TargetDispatcher:
@@ -74,14 +56,14 @@ class TargetDispatcher:
         if thread is not None:
             thread.join(timeout)
 
-    def set_prompt(self, change: PromptChange) -> None:
-        self._submit("prompt", lambda: self._target.set_prompt(change))
+    def set_prompt(self, change: PromptChange, origin: str = "") -> None:
+        self._submit("prompt", lambda: self._target.set_prompt(change, origin=origin))
 
-    def set_enabled(self, enabled: bool) -> None:
-        self._submit("enabled", lambda: self._target.set_enabled(enabled))
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
+        self._submit("enabled", lambda: self._target.set_enabled(enabled, origin=origin))
 
-    def set_strength(self, strength: float) -> None:
-        self._submit("strength", lambda: self._target.set_strength(strength))
+    def set_strength(self, strength: float, origin: str = "") -> None:
+        self._submit("strength", lambda: self._target.set_strength(strength, origin=origin))
 
     def styles(self) -> tuple[StyleInfo, ...]:
         """The styles as last fetched from the target (empty until the first fetch)."""

@@ -262,7 +262,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("id", "name", "width", "height", "fps_in", "fps_out", "latency_p50_ms", "latency_p99_ms", "frames_in", "frames_out", "dropped", "prompt", "enabled", "strength")
+    __slots__ = ("id", "name", "width", "height", "fps_in", "fps_out", "latency_p50_ms", "latency_p99_ms", "frames_in", "frames_out", "dropped", "prompt", "enabled", "strength", "activity")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,7 @@ class SessionStatus(_message.Message):
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     width: int
@@ -291,7 +292,18 @@ class SessionStatus(_message.Message):
     prompt: _containers.RepeatedCompositeFieldContainer[WeightedPrompt]
     enabled: bool
     strength: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps_in: _Optional[float] = ..., fps_out: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., dropped: _Optional[int] = ..., prompt: _Optional[_Iterable[_Union[WeightedPrompt, _Mapping]]] = ..., enabled: _Optional[bool] = ..., strength: _Optional[float] = ...) -> None: ...
+    activity: _containers.RepeatedCompositeFieldContainer[Activity]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps_in: _Optional[float] = ..., fps_out: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., dropped: _Optional[int] = ..., prompt: _Optional[_Iterable[_Union[WeightedPrompt, _Mapping]]] = ..., enabled: _Optional[bool] = ..., strength: _Optional[float] = ..., activity: _Optional[_Iterable[_Union[Activity, _Mapping]]] = ...) -> None: ...
+
+class Activity(_message.Message):
+    __slots__ = ("time_unix", "origin", "action")
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    time_unix: float
+    origin: str
+    action: str
+    def __init__(self, time_unix: _Optional[float] = ..., origin: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("pipeline", "device", "model_note", "uptime_s", "sessions", "version")

@@ -262,6 +262,7 @@ class RecordingTarget:
         self.fail = fail
         self.calls: list[tuple[float, str, object]] = []  # (monotonic time, method, argument)
         self._lock = threading.Lock()
+        self.origins: list[str] = []  # who asked, per call, as the daemon's activity log would show
 
     def _record(self, method: str, arg: object) -> None:
         if self.delay_s:
@@ -276,13 +277,16 @@ class RecordingTarget:
             raise ConnectionError("the daemon is down")
         return list(self._styles)
 
-    def set_prompt(self, change) -> None:
+    def set_prompt(self, change, origin: str = "") -> None:
+        self.origins.append(origin)
         self._record("set_prompt", change)
 
-    def set_enabled(self, enabled: bool) -> None:
+    def set_enabled(self, enabled: bool, origin: str = "") -> None:
+        self.origins.append(origin)
         self._record("set_enabled", enabled)
 
-    def set_strength(self, strength: float) -> None:
+    def set_strength(self, strength: float, origin: str = "") -> None:
+        self.origins.append(origin)
         self._record("set_strength", strength)
 
     def of(self, method: str) -> list:

@@ -79,6 +79,7 @@ def test_listed_style_for_everyone_free_prompt_only_for_allowed_roles(make):
     assert prompts(target, ctl) == ["thick oil paint strokes", "a cat made of clouds"]
     change = target.of("set_prompt")[0]
     assert change.mode == "recache"
+    assert target.origins == ["chat:viewer", "chat:vipper"], "the daemon's activity log names the chatter"
 
 
 @pytest.mark.parametrize("command,role,ok", [

@@ -66,6 +66,9 @@ def test_actions_drive_the_daemon_session(session):
     assert not controller.run_action("no-such-action")
     controller.run_action("style_9")  # an empty slot is logged, nothing changes
     assert state()[0] == ["neon"]
+    with DaemonClient(controller.target._client.address) as client:  # the daemon logs who asked
+        origins = [a.origin for a in client.status().sessions[0].activity]
+    assert "hotkey:style_2" in origins and "hotkey:strength_down" in origins
 
 
 def test_commands_drive_the_daemon_session(session):
@@ -77,6 +80,13 @@ def test_commands_drive_the_daemon_session(session):
     assert wait_for(lambda: state()[0] == ["ink", "snow"])
     controller.on_command({"strength": 0.25, "enabled": False})
     assert wait_for(lambda: state()[1:] == (False, 0.25))
+    controller.on_scene("nope")  # a scene with no prompt changes nothing
+    controller.scene_prompts["Just Chatting"] = "soft watercolor"
+    assert controller.on_scene("Just Chatting")
+    assert wait_for(lambda: state()[0] == ["soft watercolor"])
+    with DaemonClient(controller.target._client.address) as client:
+        origins = [a.origin for a in client.status().sessions[0].activity]
+    assert "obs-event" in origins and origins[-1] == "scene:Just Chatting"
     controller.on_command({"style": "original"})  # the daemon's named style
     assert wait_for(lambda: state()[0] == ["original"])
     for bad in ({"colour": "red"}, {"style": "nope"}, "text"):
