@@ -269,6 +269,8 @@ class MorphcamService(pb_grpc.MorphcamServicer):
             async for req in requests:
                 kind = req.WhichOneof("kind")
                 if kind == "frame":
+                    if s.drop_policy == "block":  # a file: the frame enters once the previous one is taken
+                        await session.wait_slot_free()
                     received = time.monotonic_ns()
                     data = req.frame.data
                     t0 = time.perf_counter_ns()
@@ -278,8 +280,6 @@ class MorphcamService(pb_grpc.MorphcamServicer):
                         rgb = await asyncio.to_thread(frames.decode, data, s.input_format, s.width, s.height)
                     decode_us = (time.perf_counter_ns() - t0) // 1000
                     self.metrics.frames_in.inc()
-                    if s.drop_policy == "block":
-                        await session.wait_slot_free()
                     if session.put(PendingFrame(req.frame.seq, req.frame.capture_time_ns, rgb, received, decode_us)):
                         self.metrics.dropped.inc()
                 elif kind == "prompt":
