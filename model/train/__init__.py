@@ -1,0 +1,9 @@
+"""Training: the frame autoencoder, then the denoiser (flow matching with diffusion forcing and
+history augmentation), one loop for a laptop test or many GPUs under torchrun.
+
+Main entry points: ``TrainConfig`` and ``Trainer``; ``morphcam train`` on the command line.
+"""
+from .config import HistoryAugment, TrainConfig
+from .loop import Trainer
+
+__all__ = ["HistoryAugment", "TrainConfig", "Trainer"]

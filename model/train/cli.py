@@ -1,0 +1,121 @@
+"""``morphcam train autoencoder|denoiser``: flags map one to one onto ``TrainConfig``.
+
+Runs under torchrun as is (``torchrun --nproc_per_node N -m morphcam.model.train.cli denoiser ...``);
+only rank 0 writes the log and the checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from .config import LOSS_WEIGHTINGS, NOISE_SAMPLINGS, PRECISIONS, STAGES, TrainConfig
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 256x144, got {text!r}") from None
+    return w, h
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    parser.add_argument("stage", choices=STAGES, help="autoencoder first, then denoiser (with --init from the first)")
+    parser.add_argument("--preset", default="tiny", help="model preset (default tiny)")
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    parser.add_argument("--batch", type=int, default=d.batch_size, help=f"clips per GPU per step (default {d.batch_size})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    parser.add_argument("--warmup", type=int, default=d.warmup_steps, help=f"warmup steps (default {d.warmup_steps})")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max grad norm, 0 = off")
+    parser.add_argument("--ema", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})")
+    parser.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
+    parser.add_argument("--size", type=_size, default=(d.width, d.height), help="clip size WxH (default 256x144)")
+    parser.add_argument("--data", default=d.data, help='"synthetic" or a folder of paired clips')
+    parser.add_argument("--out", help="output folder (default runs/STAGE)")
+    parser.add_argument("--init", help="start from this checkpoint (the denoiser takes the autoencoder run's)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    parser.add_argument("--device", default=d.device, help="auto, cpu, cuda (default auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--log-interval", type=int, default=d.log_interval)
+    parser.add_argument("--eval-interval", type=int, default=d.eval_interval)
+    parser.add_argument("--eval-batches", type=int, default=d.eval_batches)
+    parser.add_argument("--ckpt-interval", type=int, default=d.ckpt_interval)
+    parser.add_argument("--noise-sampling", choices=NOISE_SAMPLINGS, default=d.noise_sampling)
+    parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=d.loss_weighting)
+    parser.add_argument("--history-prob", type=float, default=d.history.prob,
+                        help=f"share of clips whose history is degraded (default {d.history.prob})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` the flags describe; ValueError (naming the flag's field) if invalid."""
+    from ..config import ModelConfig
+
+    d = TrainConfig()
+    return TrainConfig(
+        stage=args.stage,
+        model=ModelConfig.from_name(args.preset),
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema,
+        frames=args.frames,
+        width=args.size[0],
+        height=args.size[1],
+        data=args.data,
+        out_dir=args.out or f"runs/{args.stage}",
+        init=args.init,
+        resume=args.resume,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        log_interval=args.log_interval,
+        eval_interval=args.eval_interval,
+        eval_batches=args.eval_batches,
+        ckpt_interval=args.ckpt_interval,
+        noise_sampling=args.noise_sampling,
+        loss_weighting=args.loss_weighting,
+        history=dataclasses.replace(d.history, prob=args.history_prob),
+        quiet=args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"morphcam train: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .loop import Trainer
+
+    try:
+        trainer = Trainer(config)
+    except (ValueError, FileNotFoundError) as exc:  # unusable --init, --resume mismatch, missing data folder
+        print(f"morphcam train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.close()
+    if trainer.env.is_main:
+        print(f"trained {config.stage} to step {summary['step']} (loss {summary['loss']:.4f}): {config.out_dir}/model.safetensors")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="morphcam train", description="train the autoencoder and the denoiser")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Training settings: one frozen dataclass for both stages, validated on construction.
+
+``TrainConfig`` holds every choice that shapes a run; the CLI flags map onto its fields one to
+one. Settings that only steer the run (how often to log or save, where, whether to resume) are
+``RUN_CONTROL_FIELDS``: a resumed run may change them, every other field must match the run it
+continues.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ModelConfig
+
+STAGES = ("autoencoder", "denoiser")
+PRECISIONS = ("auto", "fp32", "bf16")
+NOISE_SAMPLINGS = ("logit_normal", "uniform")
+LOSS_WEIGHTINGS = ("uniform", "x0", "cosmap")
+RUN_CONTROL_FIELDS = frozenset(
+    {"steps", "eval_interval", "eval_batches", "ckpt_interval", "log_interval", "out_dir", "resume", "device", "quiet"}
+)
+
+
+@dataclass(frozen=True)
+class HistoryAugment:
+    """How context frames are corrupted so the denoiser learns to correct its own drift.
+
+    Per clip, with probability ``prob``, the frames before a random split point become
+    *history*: their clean latents are replaced by a degraded version (one kind per clip, drawn
+    by ``kind_weights``) before the diffusion-forcing noise is added. Frames after the split are
+    untouched and carry the loss; history frames keep ``loss_weight`` of theirs (their target is
+    the clean latent they no longer show).
+    """
+
+    prob: float = 0.5
+    # Relative odds of the degradations: extra Gaussian noise, a blurred latent, and the model's
+    # own few-step predictions (a short self-rollout without gradients).
+    kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise_max: float = 0.5  # std of the extra latent noise is uniform in [0, noise_max]
+    blur_factor: int = 2  # latent average-pooled by this factor and upsampled back
+    rollout_steps: int = 2  # Euler steps of the self-rollout (1 or 2; the sampler's last steps)
+    loss_weight: float = 0.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0.0 <= self.prob <= 1.0:
+            out.append(f"history prob must be in [0, 1], got {self.prob}")
+        if len(self.kind_weights) != 3 or any(w < 0 for w in self.kind_weights) or not sum(self.kind_weights) > 0:
+            out.append(f"history kind_weights must be three non-negative odds, not all 0, got {self.kind_weights}")
+        if self.noise_max < 0:
+            out.append(f"history noise_max must be >= 0, got {self.noise_max}")
+        if self.blur_factor < 1:
+            out.append(f"history blur_factor must be >= 1, got {self.blur_factor}")
+        if self.rollout_steps not in (1, 2):
+            out.append(f"history rollout_steps must be 1 or 2, got {self.rollout_steps}")
+        if not 0.0 <= self.loss_weight <= 1.0:
+            out.append(f"history loss_weight must be in [0, 1], got {self.loss_weight}")
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of one stage. ``data`` is "synthetic" or a folder of paired clips."""
+
+    stage: str = "autoencoder"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_name("tiny"))
+    steps: int = 20_000
+    batch_size: int = 8  # clips per rank per step
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    ema_decay: float = 0.999  # the exported checkpoint holds the EMA weights
+    # Clips: frames per clip and their size (the size must suit the model's frame multiple).
+    frames: int = 8
+    width: int = 256
+    height: int = 144
+    fps: float = 30.0
+    data: str = "synthetic"
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"
+    out_dir: str = "runs/train"
+    init: str | None = None  # checkpoint to start from (the denoiser stage takes the autoencoder's)
+    resume: bool = False
+    log_interval: int = 20
+    eval_interval: int = 500
+    eval_batches: int = 4
+    ckpt_interval: int = 1000
+    quiet: bool = False
+    # Autoencoder loss: L1 + l2_weight * L2 + grad_weight * image-gradient L1 + latent scale term.
+    l2_weight: float = 1.0
+    grad_weight: float = 0.5
+    latent_rms_weight: float = 0.01  # keeps latents near unit RMS, the scale the denoiser's noise has
+    # Denoiser: flow matching with diffusion forcing (one noise level per frame).
+    noise_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    loss_weighting: str = "uniform"
+    history: HistoryAugment = field(default_factory=HistoryAugment)
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.stage not in STAGES:
+            p.append(f"stage must be one of {STAGES}, got {self.stage!r}")
+        for name in ("steps", "batch_size", "frames", "log_interval", "eval_interval", "ckpt_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.eval_batches < 0:
+            p.append(f"eval_batches must be >= 0, got {self.eval_batches}")
+        if self.stage == "denoiser" and self.frames < 2:
+            p.append("the denoiser needs clips of at least 2 frames (history and a current frame)")
+        if not self.lr > 0:
+            p.append(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0:
+            p.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            p.append(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            p.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        m = self.model.frame_multiple
+        if self.width < 1 or self.height < 1 or self.width % m or self.height % m:
+            p.append(f"clip size {self.width}x{self.height} must be positive multiples of {m} for {self.model.name!r}")
+        if not self.fps > 0:
+            p.append(f"fps must be > 0, got {self.fps}")
+        if not self.data:
+            p.append('data must be "synthetic" or a folder of paired clips')
+        if self.precision not in PRECISIONS:
+            p.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.noise_sampling not in NOISE_SAMPLINGS:
+            p.append(f"noise_sampling must be one of {NOISE_SAMPLINGS}, got {self.noise_sampling!r}")
+        if not self.logit_std > 0:
+            p.append(f"logit_std must be > 0, got {self.logit_std}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            p.append(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        for name in ("l2_weight", "grad_weight", "latent_rms_weight"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        p += self.history.problems()
+        if p:
+            raise ValueError("invalid training config: " + "; ".join(p))
+
+    # ---- serialisation (stored in every training state) ------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        raw: dict[str, Any] = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}: the state was written by a newer morphcam")
+        raw["model"] = ModelConfig.from_json(json.dumps(raw["model"]))
+        hist = raw.get("history", {})
+        raw["history"] = HistoryAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in hist.items()})
+        return cls(**raw)
+
+    def mismatches(self, other: "TrainConfig") -> list[str]:
+        """Fields (outside ``RUN_CONTROL_FIELDS``) whose values differ from ``other``'s."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name not in RUN_CONTROL_FIELDS and getattr(self, f.name) != getattr(other, f.name)
+        ]

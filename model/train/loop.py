@@ -1,0 +1,268 @@
+"""The training loop shared by both stages: AdamW, warmup + cosine, grad clipping, EMA, eval,
+atomic resumable checkpoints, a JSON-lines log, and DistributedDataParallel under torchrun.
+
+No step reads a value back from the device except at log and eval intervals, so a CUDA run is
+not held up by host syncs; every random draw of a step is seeded by (seed, rank, step), which
+together with the saved optimizer, scheduler, EMA and data-source states makes ``resume``
+continue exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..network import RestyleModel
+from ..text import TextEncoder
+from .config import TrainConfig
+from .distributed import all_gather_objects, destroy_process_group, dist_env, init_process_group, resolve_device
+from .forcing import draw_forcing, step_seed
+from .objectives import AutoencoderObjective, DenoiserObjective
+from .sources import ClipSource, make_source, restore_source, source_state
+from .state import LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
+
+log = logging.getLogger(__name__)
+
+
+class PromptEmbeddings:
+    """Frozen text-encoder outputs on the training device, computed once per distinct prompt."""
+
+    def __init__(self, encoder: TextEncoder, device: torch.device) -> None:
+        self.encoder, self.device = encoder, device
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns pooled (B, text_dim) and tokens (B, text_tokens, text_dim)."""
+        for p in prompts:
+            if p not in self._cache:
+                e = self.encoder(p)
+                self._cache[p] = (e.pooled.to(self.device, torch.float32), e.tokens.to(self.device, torch.float32))
+        return torch.stack([self._cache[p][0] for p in prompts]), torch.stack([self._cache[p][1] for p in prompts])
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then a cosine down to ``min_ratio`` at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """One run of one stage. ``source``/``eval_source``/``text_encoder`` default to the
+    configured clip sources and a new ``TextEncoder``; tests pass their own."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        source: ClipSource | None = None,
+        eval_source: ClipSource | None = None,
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
+        self.config = cfg = config
+        self.env = env = dist_env()
+        self.device = dev = resolve_device(cfg.device, env)
+        init_process_group(env, dev)
+        self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's too)
+        self.model = RestyleModel(cfg.model)
+        if cfg.init:
+            init_weights(self.model, cfg.init)
+        self.model.to(dev)
+        # Each stage trains one half of the bundle; the other is frozen (its gradients would be unused).
+        trained, frozen = (
+            (self.model.autoencoder, self.model.dit) if cfg.stage == "autoencoder" else (self.model.dit, self.model.autoencoder)
+        )
+        frozen.requires_grad_(False).eval()
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        named_ema = dict(self.ema.named_parameters())
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._ema_params = [named_ema[n] for n, p in self.model.named_parameters() if p.requires_grad]
+
+        objective_cls = AutoencoderObjective if cfg.stage == "autoencoder" else DenoiserObjective
+        objective = objective_cls(self.model, cfg)
+        self.objective = (
+            DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
+            if env.enabled
+            else objective
+        )
+        self.eval_objective = objective_cls(self.ema, cfg)
+        # No weight decay on gains, biases and 1-D tables: decaying them only shifts the network's scale.
+        groups = [
+            {"params": [p for p in self._params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in self._params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=dev.type == "cuda")
+        warmup, total, floor = cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup, total, floor)
+        )
+        self.step = 0
+
+        self.source = source if source is not None else make_source(cfg, "train", env.rank, dev)
+        self.eval_data: list[Any] = []
+        if env.is_main and cfg.eval_batches:
+            es = eval_source if eval_source is not None else make_source(cfg, "eval", 0, dev)
+            self.eval_data = [es.sample(cfg.batch_size) for _ in range(cfg.eval_batches)]
+        self.text = None
+        if cfg.stage == "denoiser":
+            self.text = PromptEmbeddings(text_encoder or TextEncoder(cfg.model.text_tokens, cache_size=4096), dev)
+        self._resume()
+
+    # ---- state ------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        cfg, out = self.config, Path(self.config.out_dir)
+        if not cfg.resume:
+            if (out / STATE_FILENAME).exists():
+                raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
+            return
+        state = load_state(out, self.device)
+        if state is None:
+            log.info("nothing to resume in %s: starting a new run", out)
+            return
+        saved = TrainConfig.from_json(state["config"])
+        diff = cfg.mismatches(saved)
+        if diff:
+            raise ValueError(f"cannot resume {out}: settings {diff} differ from the saved run; keep them as they were")
+        if len(state["ranks"]) != self.env.world_size:
+            raise ValueError(f"{out} was trained on {len(state['ranks'])} processes: resume it with as many")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        mine = state["ranks"][self.env.rank]
+        torch.set_rng_state(mine["torch"].cpu())
+        if mine.get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"].cpu())
+        restore_source(self.source, mine["source"])
+
+    def save(self) -> None:
+        """Write the training state and export the EMA model (main rank; every rank must call it)."""
+        ranks = all_gather_objects(
+            {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                "source": source_state(self.source),
+            },
+            self.env,
+        )
+        if not self.env.is_main:
+            return
+        state = {
+            "config": self.config.to_json(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ranks": ranks,
+        }
+        save_state(state, self.config.out_dir)
+        export_model(self.ema, self.config.out_dir)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            path = Path(self.config.out_dir) / LOG_FILENAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def _loss(self, objective, batch, step: int, rank: int) -> torch.Tensor:
+        """The stage's loss on one ClipBatch, with the draws of (step, rank)."""
+        inputs = batch.inputs.to(self.device, non_blocking=True)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if self.config.stage == "autoencoder":
+                return objective(inputs, targets)[0]
+            seed = self.config.seed
+            host_gen = torch.Generator().manual_seed(step_seed(seed, rank, step, 0))
+            dev_gen = torch.Generator(self.device).manual_seed(step_seed(seed, rank, step, 1))
+            mc = self.config.model
+            h, w = mc.latent_size(inputs.shape[-1], inputs.shape[-2])
+            shape = (*inputs.shape[:2], mc.latent_channels, h, w)
+            draw = draw_forcing(self.config, shape, host_gen, dev_gen, self.device)
+            pooled, tokens = self.text(batch.prompts)
+            return objective(inputs, targets, pooled, tokens, draw)[0]
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step on the next batch; returns the loss (detached, still on the device)."""
+        loss = self._loss(self.objective, self.source.sample(self.config.batch_size), self.step, self.env.rank)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))  # early EMA tracks closely
+        torch._foreach_lerp_(self._ema_params, self._params, 1.0 - decay)
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss of the EMA model on the fixed eval batches (same draws every time)."""
+        losses = [self._loss(self.eval_objective, b, i, 2**20) for i, b in enumerate(self.eval_data)]
+        return float(torch.stack(losses).mean()) if losses else float("nan")
+
+    def checksum(self) -> str:
+        h = hashlib.sha256()
+        for t in self.model.state_dict().values():
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def train(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``config.steps`` (or stop after step ``stop_at``, as a killed run would at a
+        checkpoint), save, and return a summary. Raises if DDP ranks ended with different weights."""
+        from tqdm.auto import tqdm
+
+        cfg, env = self.config, self.env
+        last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, desc=f"train {cfg.stage}", unit="step",
+            disable=cfg.quiet or not env.is_main or not sys.stderr.isatty(),
+        )
+        self.model.train()
+        (self.model.dit if cfg.stage == "autoencoder" else self.model.autoencoder).eval()
+        loss_sum, n, t0, mean = torch.zeros((), device=self.device), 0, time.perf_counter(), float("nan")
+        started = time.perf_counter()
+        while self.step < last:
+            loss_sum += self.train_step()
+            n += 1
+            bar.update(1)
+            if self.step % cfg.log_interval == 0 or self.step == last:
+                mean, dt = float(loss_sum) / n, (time.perf_counter() - t0) / n  # the only per-interval sync
+                frames = cfg.batch_size * cfg.frames * env.world_size / dt
+                lr = self.scheduler.get_last_lr()[0]
+                self._log({"event": "train", "step": self.step, "loss": mean, "lr": lr, "s_per_step": dt,
+                           "frames_per_s": frames})
+                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+                loss_sum.zero_()
+                n, t0 = 0, time.perf_counter()
+            if env.is_main and self.eval_data and self.step % cfg.eval_interval == 0:
+                self._log({"event": "eval", "step": self.step, "eval_loss": self.evaluate()})
+            if self.step % cfg.ckpt_interval == 0 and self.step < last:
+                self.save()
+        bar.close()
+        self.save()
+        sums = all_gather_objects(self.checksum(), env)
+        summary = {"event": "done", "step": self.step, "loss": mean, "seconds": time.perf_counter() - started,
+                   "rank_checksums": sums}
+        self._log(summary)
+        if len(set(sums)) > 1:
+            raise RuntimeError(f"ranks ended with different weights {sums}: the DDP run is broken")
+        return summary
+
+    def close(self) -> None:
+        destroy_process_group(self.env)

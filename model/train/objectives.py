@@ -1,0 +1,118 @@
+"""The two training objectives as modules, so DistributedDataParallel can wrap either.
+
+``AutoencoderObjective``: reconstruction of input and target frames (L1 + L2 + image-gradient
+L1) plus a term that keeps latents near unit RMS, the scale of the denoiser's noise.
+
+``DenoiserObjective``: flow matching with diffusion forcing over whole clips. The frozen
+autoencoder encodes inputs (conditioning) and targets (clean latents); one block-causal
+forward of the DiT (``BlockCausalContext``: sink + window visibility, as in streaming)
+predicts every frame's velocity at once; history frames may be degraded first.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import BlockCausalContext
+from ..network import RestyleModel
+from ..sampler import euler_step, noise_latent, sigma_schedule
+from .config import TrainConfig
+from .forcing import ForcingDraw, degrade_history, loss_weights
+
+
+def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and vertical finite differences of two (N, 3, H, W) images:
+    cheap, and it keeps edges sharp where plain L1/L2 settle for blur."""
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
+
+
+class AutoencoderObjective(nn.Module):
+    def __init__(self, model: RestyleModel, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs, targets: (B, T, 3, H, W) in [-1, 1]; both are reconstructed so styled frames
+        are representable too. Returns (loss, (4,) detached [l1, l2, grad, latent_rms])."""
+        cfg, ae = self.config, self.model.autoencoder
+        frames = torch.cat((inputs, targets), dim=1).flatten(0, 1)
+        z = ae.encode(frames)
+        recon = ae.decoder(z).float()  # unclamped, so saturated pixels still get gradients
+        frames = frames.float()
+        l1 = (recon - frames).abs().mean()
+        l2 = (recon - frames).square().mean()
+        grad = image_gradient_l1(recon, frames)
+        rms = z.float().square().mean().sqrt()
+        loss = l1 + cfg.l2_weight * l2 + cfg.grad_weight * grad + cfg.latent_rms_weight * (rms - 1).square()
+        return loss, torch.stack((l1, l2, grad, rms)).detach()
+
+
+class DenoiserObjective(nn.Module):
+    def __init__(self, model: RestyleModel, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, T, C, h, w) float32 latents of the frozen autoencoder."""
+        return self.model.autoencoder.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]).float()
+
+    def context(self, n_frames: int, latent_hw: tuple[int, int], device) -> BlockCausalContext:
+        p = self.model.config.patch_size
+        return BlockCausalContext(self.model.config, n_frames, (latent_hw[0] // p) * (latent_hw[1] // p), device)
+
+    def predict(
+        self, x: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, step: torch.Tensor,
+        pooled: torch.Tensor, tokens: torch.Tensor,
+    ) -> torch.Tensor:
+        """One block-causal clip forward: velocity of every frame. x, cond: (B, T, C, h, w);
+        sigma, step: (B, T); pooled: (B, text_dim); tokens: (B, L, text_dim). Returns x's shape."""
+        ctx = self.context(x.shape[1], x.shape[-2:], x.device)
+        return self.model.dit(x, cond, sigma, step, pooled, tokens, ctx)
+
+    @torch.no_grad()
+    def self_rollout(
+        self, cond: torch.Tensor, noise: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """The model's own few-step predictions for every frame, sampled as the stream does
+        (input latent noised to the default strength, then Euler steps), all frames in parallel
+        with each frame seeing the others' intermediate states. Returns (B, T, C, h, w)."""
+        b, t = cond.shape[:2]
+        strength = torch.full((b,), self.model.config.default_strength, device=cond.device)
+        sig = sigma_schedule(self.model.config.sigmas[:steps], strength)
+        x = noise_latent(cond, noise, sig[:, 0])
+        for k in range(steps):
+            s_now, s_next = sig[:, k], sig[:, k + 1]
+            v = self.predict(
+                x, cond, s_now[:, None].expand(b, t), (s_now - s_next)[:, None].expand(b, t), pooled, tokens
+            )
+            x = euler_step(x, v.float(), s_now, s_next)
+        return x
+
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
+        draw: ForcingDraw,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs, targets: (B, T, 3, H, W); pooled: (B, text_dim); tokens: (B, L, text_dim).
+
+        Returns (loss, per-frame velocity MSE (B, T), detached, before weighting)."""
+        cfg = self.config
+        cond, x0 = self.encode(inputs), self.encode(targets)
+        rollout = None
+        if draw.needs_rollout:
+            rollout = self.self_rollout(cond, draw.rollout_noise, pooled, tokens, cfg.history.rollout_steps)
+        history_x0 = degrade_history(x0, draw, cfg.history.blur_factor, rollout)
+        s = draw.sigma[..., None, None, None]
+        x = torch.lerp(history_x0, draw.noise, s)
+        target = draw.noise - x0  # the clean latent, not the degraded one: correct the drift
+        v = self.predict(x, cond, draw.sigma, draw.step, pooled, tokens).float()
+        per_frame = (v - target).square().mean(dim=(2, 3, 4))  # (B, T)
+        frame_w = torch.where(draw.history, cfg.history.loss_weight, 1.0) * loss_weights(draw.sigma, cfg.loss_weighting)
+        active = torch.where(draw.history, cfg.history.loss_weight, 1.0).sum().clamp_min(1.0)
+        loss = (per_frame * frame_w).sum() / active
+        return loss, per_frame.detach()
