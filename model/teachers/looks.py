@@ -68,7 +68,7 @@ def thermal_camera(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
 
 def night_vision(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     n, _, h, w = x.shape
-    amp = (ops.luma(x) * 1.7).clamp(0, 1) ** 0.8  # image intensifier: dark scenes lifted
+    amp = (ops.luma(x) * 1.35).clamp(0, 1) ** 0.9  # image intensifier: dark scenes lifted
     bloom = ops.blur(amp**3, 3.0 * _scale(x))
     grain = _pixel_noise(x, seeds, _ticks(times, 30.0).view(n, 1, 1, 1), 23) - 0.5
     ys, _ = ops.pixel_grid(n, h, w, x.device)
@@ -79,8 +79,12 @@ def night_vision(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
 
 def comic(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     s = _scale(x)
-    smooth = ops.kuwahara(ops.blur(x, 0.8 * s), max(2, round(2 * s)))
-    flat = ops.posterize(ops.saturate(smooth, 1.4), 4)
+    smooth = ops.saturate(ops.kuwahara(ops.blur(x, 0.8 * s), max(2, round(2 * s))), 1.5)
+    # Flat colour: quantize brightness to a few bands but keep each pixel's hue, so shading
+    # becomes cel bands of the same colour rather than posterized rainbows.
+    g = ops.luma(smooth).clamp(min=1e-3)
+    bands = (torch.floor(g * 4) + 0.6) / 4
+    flat = (smooth * (bands / g)).clamp(0, 1)
     edges = ops.sobel(ops.blur(ops.luma(x), 1.0 * s))
     ink = ((edges - 0.22) * 6).clamp(0, 1)
     ink = F.max_pool2d(ink, 3, stride=1, padding=1) if s >= 1.5 else ink  # keep lines bold on big frames
@@ -89,12 +93,16 @@ def comic(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
 
 def oil_painting(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     s = _scale(x)
-    paint = ops.kuwahara(ops.saturate(x, 1.3), max(2, round(4 * s)))
-    # Impasto: light from the top left catches the ridges of the paint.
-    g = ops.luma(paint)
+    paint = ops.kuwahara(ops.saturate((x - 0.5) * 1.15 + 0.5, 1.5), max(3, round(5 * s)))
+    # Brush strokes: noise smeared into short horizontal or vertical dabs (which, by patch,
+    # from a seed-fixed blotch mask), lit from the top left like ridges of thick paint.
+    noise = _pixel_noise(x, seeds, 31)
+    pick = ops.blur(_pixel_noise(x, seeds, 37), 4.0 * s)
+    pick = ((pick - pick.mean((2, 3), keepdim=True)) * 20 + 0.5).clamp(0, 1)
+    strokes = ops.blur(noise, 2.5 * s, 0.5 * s) * pick + ops.blur(noise, 0.5 * s, 2.5 * s) * (1 - pick) - 0.5
+    g = ops.luma(paint) + 0.25 * strokes
     relief = g - F.pad(g, (1, 0, 1, 0), mode="replicate")[..., :-1, :-1]
-    canvas = ops.blur(_pixel_noise(x, seeds, 31), 0.6 * s) - 0.5
-    return paint * (1.0 + 1.6 * relief + 0.12 * canvas)
+    return paint * (1.0 + 0.5 * strokes) + 1.5 * relief
 
 
 _PICO8 = (
@@ -173,13 +181,16 @@ def watercolor(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     s = _scale(x)
     wash = ops.kuwahara(ops.blur(x, 1.2 * s), max(2, round(3 * s)))
     # Colour bleeds unevenly: a blotchy, seed-fixed mask mixes in a wider blur.
-    blotch = ops.blur(_pixel_noise(x, seeds, 83), 6.0 * s)
-    blotch = ((blotch - blotch.mean((2, 3), keepdim=True)) * 12 + 0.5).clamp(0, 1)
+    blotch = ops.blur(_pixel_noise(x, seeds, 83), 5.0 * s)
+    blotch = ((blotch - blotch.mean((2, 3), keepdim=True)) * 14 + 0.5).clamp(0, 1)
     wash = wash * (1 - blotch) + ops.blur(wash, 4.0 * s) * blotch
-    pale = 1 - (1 - ops.saturate(wash, 1.15)) * 0.75  # thin pigment: the paper shows through
-    rim = ((ops.sobel(ops.luma(wash)) - 0.05) * 1.5).clamp(0, 0.35)  # pigment pools at wash edges
-    paper = 0.94 + 0.06 * ops.blur(_pixel_noise(x, seeds, 89), 0.8 * s)
-    return pale * (1 - rim) * paper
+    # Washes are laid in a few flat layers of pigment; thin pigment lets the paper show through.
+    g = ops.luma(wash).clamp(min=1e-3)
+    layered = wash * ((torch.floor(g * 5) + 0.5) / 5 / g) * 0.5 + wash * 0.5
+    pale = 1 - (1 - ops.saturate(layered, 1.4)).clamp(0, 1) * 0.6
+    rim = ((ops.sobel(ops.luma(layered)) - 0.04) * 2.5).clamp(0, 0.45)  # pigment pools at wash edges
+    grain = ops.blur(_pixel_noise(x, seeds, 89), 0.8 * s)
+    return (pale * (1 - rim) - 0.08 * (grain - 0.5)) * _rgb((1.0, 0.99, 0.96), x)
 
 
 def halftone_pop_art(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
@@ -193,8 +204,8 @@ def halftone_pop_art(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     cy = (ys // cell).float() * cell + (cell - 1) / 2
     cx = (xs // cell).float() * cell + (cell - 1) / 2
     dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt()
-    radius = 0.72 * cell * dark.sqrt()
+    radius = 0.75 * cell * dark  # darker cells, bigger dots
     dot = (radius - dist + 0.5).clamp(0, 1)
-    paper = 0.35 + 0.65 * bold  # bright, flat colour between the dots
+    paper = 0.45 + 0.6 * bold  # bright, flat colour between the dots
     edges = ((ops.sobel(ops.blur(ops.luma(x), 1.2 * s)) - 0.3) * 5).clamp(0, 1)
     return paper * (1 - 0.8 * dot) * (1 - edges)

@@ -64,19 +64,23 @@ def gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> T
     return k / k.sum()
 
 
-def blur(img: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur with edge padding; (N, C, H, W) -> same."""
-    if sigma <= 0:
-        return img
+def blur(img: Tensor, sigma: float, sigma_y: float | None = None) -> Tensor:
+    """Separable Gaussian blur with edge padding, ``sigma`` across and ``sigma_y`` (default:
+    the same) down; (N, C, H, W) -> same."""
+    sigma_y = sigma if sigma_y is None else sigma_y
     n, c, h, w = img.shape
-    k = gaussian_kernel(sigma, img.device, img.dtype)
-    r = k.numel() // 2
     # One depthwise convolution over all N*C planes: far faster on CPU than a batch of
     # single-channel images, and the same on GPU.
     g = n * c
     x = img.reshape(1, g, h, w)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(g, 1, 1, -1), groups=g)
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(g, 1, -1, 1), groups=g)
+    if sigma > 0:
+        k = gaussian_kernel(sigma, img.device, img.dtype)
+        r = k.numel() // 2
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(g, 1, 1, -1), groups=g)
+    if sigma_y > 0:
+        k = gaussian_kernel(sigma_y, img.device, img.dtype)
+        r = k.numel() // 2
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(g, 1, -1, 1), groups=g)
     return x.reshape(n, c, h, w)
 
 
