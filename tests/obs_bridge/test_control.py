@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from helpers.daemons import wait_until as wait_for
 from morphcam.daemon.client import DaemonClient, StreamSettings
 from morphcam.daemon.livestream import LiveStream
 from morphcam.obs_bridge.control import ACTIONS, StreamControl, StyleController
@@ -19,15 +20,6 @@ from morphcam.obs_bridge.settings import HotkeySettings
 
 pytestmark = pytest.mark.timeout(60)
 STYLES = ("ink", "snow", "neon")
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture

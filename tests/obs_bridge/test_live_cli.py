@@ -13,18 +13,10 @@ from pathlib import Path
 import av
 import pytest
 
+from helpers.daemons import wait_until as wait_for
 from morphcam.daemon.client import DaemonClient, DaemonError
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:

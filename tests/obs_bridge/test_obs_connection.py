@@ -9,20 +9,12 @@ import time
 
 import pytest
 
+from helpers.daemons import wait_until as wait_for
 from morphcam.obs_bridge.doctor import FAIL, OK, SKIP, Setup, check_daemon, check_obs, check_ports, diagnose
 from morphcam.obs_bridge.obs_ws import ObsConnection, ObsRequestError, ObsUnavailable
 from morphcam.obs_bridge.settings import BridgeSettings, HotkeySettings, ObsSettings
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture

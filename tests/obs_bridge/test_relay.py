@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from helpers.daemons import wait_until as wait_for
 from morphcam.daemon.client import DaemonClient
 from morphcam.obs_bridge.live import LiveBridge
 from morphcam.obs_bridge.settings import (
@@ -23,15 +24,6 @@ from morphcam.obs_bridge.settings import (
 pytestmark = pytest.mark.timeout(90)
 FAIL_OPEN_MS = 100  # the promise: a frame reaches the sink within this long, styled or not
 DEADLINE_MS = 60.0  # the relay's deadline here: leaves 40 ms for scheduling on a busy 2-core machine
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def bridge_settings(address: str, video, out, deadline_ms: float = DEADLINE_MS) -> BridgeSettings:
