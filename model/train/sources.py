@@ -24,13 +24,17 @@ class ClipSource(Protocol):
 
 def make_source(config: TrainConfig, split: str, rank: int, device: torch.device | str) -> ClipSource:
     """The configured clip source for ``split`` ("train" or "eval"), seeded per rank."""
-    from ..data import ClipSpec, PairedClipFolder, SyntheticClips
+    from ..data import ClipSpec
 
     spec = ClipSpec(frames=config.frames, width=config.width, height=config.height, fps=config.fps)
     # Different ranks and splits must not draw the same clips.
     seed = config.seed * 1_000_003 + rank * 2 + (split == "eval")
     if config.data == "synthetic":
+        from ..data import SyntheticClips
+
         return SyntheticClips(spec, split=split, seed=seed, device=device)
+    from ..data import PairedClipFolder
+
     # A user's folder has no held-out split: eval draws its own (seeded) clips from it.
     return PairedClipFolder(config.data, spec, device=device, seed=seed)
 

@@ -1,0 +1,119 @@
+"""The training loop: exact resume, clear config errors, and `morphcam train` end to end."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+from morphcam.daemon.cli import main as morphcam
+from morphcam.model.train import TrainConfig, Trainer
+from morphcam.model.train.state import STATE_FILENAME
+
+from .test_train_support import FacecamClips, tiny_model, train_config
+
+
+def _trainer(cfg, text_encoder):
+    return Trainer(cfg, source=FacecamClips(frames=cfg.frames, seed=cfg.seed),
+                   eval_source=FacecamClips(frames=cfg.frames, seed=99), text_encoder=text_encoder)
+
+
+def test_resume_continues_exactly(tmp_path, text_encoder):
+    """N steps straight == N/2 steps, stop, resume for N/2 (model, EMA and optimizer alike)."""
+    history = dataclasses.replace(TrainConfig().history, prob=1.0, kind_weights=(1.0, 1.0, 2.0))
+    base = dict(stage="denoiser", steps=4, frames=3, history=history)
+    straight = _trainer(train_config(tmp_path / "a", **base), text_encoder)
+    straight.train()
+    first = _trainer(train_config(tmp_path / "b", **base), text_encoder)
+    first.train(stop_at=2)
+    assert first.step == 2
+    resumed = _trainer(train_config(tmp_path / "b", resume=True, **base), text_encoder)
+    assert resumed.step == 2
+    resumed.train()
+    for name, ref in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], ref), name
+    for name, ref in straight.ema.state_dict().items():
+        assert torch.equal(resumed.ema.state_dict()[name], ref), name
+    logs = [json.loads(line) for line in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if r["event"] == "train"] == [2, 4]
+    assert {"loss", "lr", "s_per_step", "frames_per_s"} <= set(logs[0])
+
+
+def test_existing_run_needs_resume_and_same_settings(tmp_path, text_encoder):
+    cfg = train_config(tmp_path, stage="autoencoder", steps=1, eval_batches=0)
+    _trainer(cfg, text_encoder).train()
+    with pytest.raises(ValueError, match="--resume"):
+        _trainer(cfg, text_encoder)
+    changed = dataclasses.replace(cfg, resume=True, lr=1e-2)
+    with pytest.raises(ValueError, match=r"\['lr'\]"):
+        _trainer(changed, text_encoder)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(stage="diffusion"), "stage must be one of"),
+        (dict(steps=0), "steps must be a positive integer"),
+        (dict(lr=-1.0), "lr must be > 0"),
+        (dict(width=100), "multiples of 16"),
+        (dict(precision="fp8"), "precision must be one of"),
+        (dict(noise_sampling="beta"), "noise_sampling must be one of"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+        (dict(stage="denoiser", frames=1), "at least 2 frames"),
+    ],
+)
+def test_bad_config_values_are_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train_config(tmp_path, **overrides)
+
+
+def test_bad_history_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="rollout_steps must be 1 or 2"):
+        train_config(tmp_path, history=dataclasses.replace(TrainConfig().history, rollout_steps=3))
+
+
+def test_config_round_trips_through_json(tmp_path):
+    cfg = train_config(tmp_path, stage="denoiser", model=tiny_model(sink_frames=2, window_frames=2))
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_cli_reports_bad_flags(tmp_path, capsys):
+    assert morphcam(["train", "denoiser", "--steps", "0", "--out", str(tmp_path)]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_trains_a_checkpoint_the_daemon_serves(tmp_path):
+    from morphcam.daemon.generator_pipeline import GeneratorPipeline
+    from morphcam.daemon.sample import facecam_frame
+
+    ae, dn = tmp_path / "ae", tmp_path / "dn"
+    common = ["--preset", "tiny", "--steps", "2", "--batch", "1", "--frames", "2", "--size", "64x48",
+              "--device", "cpu", "--eval-batches", "1", "--eval-interval", "2", "--log-interval", "1", "--quiet"]
+    no_eval = ["--eval-batches", "0"]
+    assert morphcam(["train", "autoencoder", "--out", str(ae), *common, *no_eval]) == 0
+    assert morphcam(["train", "denoiser", "--init", str(ae), "--out", str(dn), *common]) == 0
+    ckpt = dn / "model.safetensors"
+    assert (dn / STATE_FILENAME).is_file() and ckpt.stat().st_size <= 25 * 2**20
+    events = [json.loads(line)["event"] for line in (dn / "log.jsonl").read_text().splitlines()]
+    assert events == ["train", "train", "eval", "done"]
+    # The denoiser run started from the autoencoder run's weights and kept them frozen.
+    from morphcam.model.checkpoint import read_checkpoint
+
+    _, a = read_checkpoint(ae / "model.safetensors")
+    _, d = read_checkpoint(ckpt)
+    assert all(torch.equal(a[k], d[k]) for k in a if k.startswith("autoencoder."))
+    assert not all(torch.equal(a[k], d[k]) for k in a if k.startswith("dit."))
+
+    pipeline = GeneratorPipeline.load(checkpoint=str(ckpt), device="cpu")
+    from morphcam.daemon.pipeline import PromptChange, SessionParams
+
+    pipeline.open_session("s", SessionParams(64, 48, PromptChange.single("comic"), seed=1))
+    out = pipeline.step([("s", facecam_frame(0.0, 64, 48))])[0]
+    assert not isinstance(out, Exception) and out.shape == (48, 64, 3)
+    # A second invocation continues the run instead of starting over.
+    assert morphcam(["train", "denoiser", "--init", str(ae), "--out", str(dn), "--resume", *common[:2],
+                     "--steps", "3", *common[4:], *no_eval]) == 0
+    assert json.loads((dn / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert os.listdir(dn) and not any(name.endswith(".tmp") for name in os.listdir(dn))
