@@ -59,6 +59,8 @@ class ModelConfig:
     """"auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"."""
     max_batch: int = 16
     """Most frames (one per session) in one model step."""
+    batch_wait_ms: float = 4.0
+    """How long a step may wait for other streaming sessions' frames to join it (0 = never)."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.pipeline must be 'generator' or 'passthrough', got {m.pipeline!r}")
     if m.max_batch < 1:
         raise ConfigError("model.max_batch must be >= 1")
+    if not 0 <= m.batch_wait_ms <= 100:
+        raise ConfigError("model.batch_wait_ms must be within 0..100")
     if log.format not in ("plain", "json"):
         raise ConfigError(f"log.format must be 'plain' or 'json', got {log.format!r}")
     if log.level.lower() not in ("debug", "info", "warning", "error"):

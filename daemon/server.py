@@ -117,7 +117,8 @@ class Daemon:
         s = self.config.server
         if self._pipeline is None:
             self._pipeline = await asyncio.to_thread(build_pipeline, self.config.model)
-        self.worker = BatchWorker(self._pipeline, self.metrics, self.config.model.max_batch)
+        self.worker = BatchWorker(self._pipeline, self.metrics, self.config.model.max_batch,
+                                  self.config.model.batch_wait_ms / 1000)
         self.worker.start()
         self.service = MorphcamService(self.config, self.worker, self.metrics)
         max_bytes = int(s.max_message_mb * 1024 * 1024)

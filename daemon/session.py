@@ -129,6 +129,7 @@ class Session:
         self._loop = loop
         self._lock = threading.Lock()
         self._pending: PendingFrame | None = None
+        self._last_input = 0.0  # monotonic time of the newest frame put
         self._inflight = 0  # taken by the worker, output not yet consumed by the stream
         self._capacity = output_capacity
         self._out: asyncio.Queue[Any] = asyncio.Queue()
@@ -147,7 +148,8 @@ class Session:
             dropped = self._pending is not None
             self._pending = frame
             self.stats.frames_in += 1
-            self.stats.inputs.add(time.monotonic())
+            self._last_input = time.monotonic()
+            self.stats.inputs.add(self._last_input)
             if dropped:
                 self.stats.dropped += 1
             self._slot_free.clear()
@@ -184,6 +186,13 @@ class Session:
         """A frame is waiting and the client has room for its result."""
         with self._lock:
             return not self.closed and self._pending is not None and self._inflight < self._capacity
+
+    def could_be_ready(self, now: float, within_s: float = 1.0) -> bool:
+        """Streaming (a frame in the last ``within_s``) with room for a result: its next frame
+        is worth a short wait when forming a batch."""
+        with self._lock:
+            return (not self.closed and self._inflight < self._capacity
+                    and now - self._last_input <= within_s)
 
     def take(self) -> PendingFrame | None:
         with self._lock:

@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 class BatchWorker:
     """Runs ``pipeline`` on one background thread; all pipeline calls go through it."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, max_batch: int = 16) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics, max_batch: int = 16, batch_wait_s: float = 0.004) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
         self._sessions: list[Session] = []
         self._commands: list[tuple[Callable[[], Any], concurrent.futures.Future]] = []
         self._cond = threading.Condition()
@@ -78,11 +79,25 @@ class BatchWorker:
         self._rr = (self._rr + 1) % max(n, 1)
         return ready
 
+    def _gather(self) -> None:
+        """With the lock held and something ready: wait up to ``batch_wait_s`` for the other
+        streaming sessions' next frames, so that they share this step instead of each waiting
+        a whole step for the next one (which halves their rate when the step is long)."""
+        deadline = time.monotonic() + self.batch_wait_s
+        while not self._stop and not self._commands:
+            now = time.monotonic()
+            waiting_for = [s for s in self._sessions if s.could_be_ready(now)]
+            if sum(s.ready() for s in waiting_for) >= min(len(waiting_for), self.max_batch) or now >= deadline:
+                return
+            self._cond.wait(deadline - now)
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stop and not self._commands and not any(s.ready() for s in self._sessions):
                     self._cond.wait(0.5)
+                if self.batch_wait_s > 0 and not self._commands:
+                    self._gather()
                 if self._stop:
                     commands, self._commands = self._commands, []
                     for _, future in commands:

@@ -202,3 +202,37 @@ def test_failing_pipeline_ends_the_call_and_the_client_retries(start_daemon):
         assert wait_until(lambda: live.reconnects >= 2, timeout=5)
         assert "INTERNAL: frame" in live.last_error and "out of memory" in live.last_error
     assert wait_until(lambda: daemon.session_count() == 0)
+
+
+@pytest.mark.parametrize("wait_ms,expected", [(150.0, [2]), (0.0, [1, 1])])
+def test_a_step_waits_briefly_for_other_streams(tmp_path, wait_ms, expected):
+    import queue
+
+    from helpers.daemons import make_config
+    from morphcam.daemon.server import DaemonThread
+
+    pipeline = DelayPipeline()
+    config = make_config(tmp_path).replace("model", batch_wait_ms=wait_ms)
+    image = frames(1)[0].tobytes()
+    with DaemonThread(config, pipeline, environ={}) as daemon, DaemonClient(daemon.address) as client:
+        feeds = [queue.Queue(), queue.Queue()]
+
+        def requests(q):
+            yield pb.StreamRequest(open=pb.SessionSettings(width=64, height=48))
+            while (item := q.get()) is not None:
+                yield item
+
+        calls = [client.open_stream(requests(q)) for q in feeds]
+        for call in calls:
+            assert next(call).WhichOneof("kind") == "opened"
+        for seq in range(2):
+            if seq == 1:
+                pipeline.batches.clear()
+            for q in feeds:  # the second stream's frame comes 20 ms after the first's
+                q.put(pb.StreamRequest(frame=pb.InputFrame(seq=seq, data=image)))
+                time.sleep(0.02)
+            for call in calls:
+                assert next(call).frame.seq == seq
+        assert pipeline.batches == expected
+        for q in feeds:
+            q.put(None)
