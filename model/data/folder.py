@@ -83,7 +83,9 @@ def _decode(path: Path, size: tuple[int, int], name: str) -> Tensor:
     try:
         frames = list(read_frames(path, size))
     except (MediaError, IndexError, OSError) as exc:
-        raise PairedClipError(f"example {name!r}: cannot read {path.name}: {exc}; re-encode it (e.g. to H.264 .mp4)") from None
+        raise PairedClipError(
+            f"example {name!r}: cannot read {path.name}: {exc}; re-encode it (e.g. to H.264 .mp4)"
+        ) from None
     if not frames:
         raise PairedClipError(f"example {name!r}: {path.name} holds no frames")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
@@ -125,7 +127,9 @@ class PairedClipFolder:
     example names. Raises ``PairedClipError`` with the fix for a bad layout or unusable video.
     """
 
-    def __init__(self, root: str | Path, spec: ClipSpec = ClipSpec(), device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(
+        self, root: str | Path, spec: ClipSpec = ClipSpec(), device: torch.device | str = "cpu", seed: int = 0
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise PairedClipError(f"{root} is not a folder; {LAYOUT_HELP}")
@@ -133,12 +137,15 @@ class PairedClipFolder:
         if not entries:
             raise PairedClipError(f"{root} holds no examples; {LAYOUT_HELP}")
         for name, inp, tgt, txt in entries:
-            missing = [what for what, p in (("input video", inp), ("target video", tgt), ("prompt file", txt)) if p is None]
+            parts = (("input video", inp), ("target video", tgt), ("prompt file", txt))
+            missing = [what for what, p in parts if p is None]
             if missing:
                 raise PairedClipError(f"example {name!r} in {root} has no {' or '.join(missing)}; {LAYOUT_HELP}")
         self.spec = spec
         self.device = torch.device(device)
-        self.examples = [load_example(name, inp, tgt, txt, spec) for name, inp, tgt, txt in entries]  # type: ignore[arg-type]
+        self.examples = [
+            load_example(name, inp, tgt, txt, spec) for name, inp, tgt, txt in entries  # type: ignore[arg-type]
+        ]
         self._rng = torch.Generator().manual_seed(seed)
 
     def sample(self, batch_size: int) -> ClipBatch:
@@ -153,7 +160,8 @@ class PairedClipFolder:
             ch = cw * h / w
             y0 = int(float(torch.rand(1, generator=rng)) * (eh - ch))
             x0 = int(float(torch.rand(1, generator=rng)) * (ew - cw))
-            window = (slice(start, start + t), slice(None), slice(y0, y0 + max(1, round(ch))), slice(x0, x0 + max(1, round(cw))))
+            rows, cols = slice(y0, y0 + max(1, round(ch))), slice(x0, x0 + max(1, round(cw)))
+            window = (slice(start, start + t), slice(None), rows, cols)
             for src, dst in ((ex.inputs, ins), (ex.targets, outs)):
                 clip = src[window].to(self.device).float() / 255
                 dst.append(F.interpolate(clip, size=(h, w), mode="bilinear", antialias=True, align_corners=False))
