@@ -126,7 +126,7 @@ class Trainer:
             if (out / STATE_FILENAME).exists():
                 raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
             return
-        state = load_state(out, self.device)
+        state = load_state(out)
         if state is None:
             log.info("nothing to resume in %s: starting a new run", out)
             return
@@ -142,9 +142,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         mine = state["ranks"][self.env.rank]
-        torch.set_rng_state(mine["torch"].cpu())
+        torch.set_rng_state(mine["torch"])
         if mine.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda"].cpu())
+            torch.cuda.set_rng_state(mine["cuda"])
         restore_source(self.source, mine["source"])
 
     def save(self) -> None:

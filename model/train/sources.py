@@ -8,6 +8,7 @@ generator among its attributes) so a resumed run draws the very batches it would
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,8 +34,12 @@ def make_source(config: TrainConfig, split: str, rank: int, device: torch.device
         from ..data import SyntheticClips
 
         return SyntheticClips(spec, split=split, seed=seed, device=device)
-    from ..data import PairedClipFolder
-
+    if not Path(config.data).is_dir():
+        raise FileNotFoundError(f'--data {config.data}: no such folder; pass "synthetic" or a folder of paired clips')
+    try:
+        from ..data import PairedClipFolder
+    except ImportError:
+        raise ValueError("this morphcam cannot read paired-clip folders yet: train with --data synthetic") from None
     # A user's folder has no held-out split: eval draws its own (seeded) clips from it.
     return PairedClipFolder(config.data, spec, device=device, seed=seed)
 

@@ -38,12 +38,15 @@ def save_state(state: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def load_state(out_dir: str | Path, device: torch.device | str) -> dict[str, Any] | None:
-    """The saved training state of ``out_dir``, or None if it has none."""
+def load_state(out_dir: str | Path) -> dict[str, Any] | None:
+    """The saved training state of ``out_dir`` (on the CPU), or None if it has none.
+
+    It stays on the CPU: RNG states must, and ``load_state_dict`` copies weights and optimizer
+    moments onto the device of the parameters they belong to."""
     path = Path(out_dir) / STATE_FILENAME
     if not path.is_file():
         return None
-    return torch.load(path, map_location=device, weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def export_model(model: RestyleModel, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:

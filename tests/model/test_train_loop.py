@@ -117,3 +117,10 @@ def test_cli_trains_a_checkpoint_the_daemon_serves(tmp_path):
                      "--steps", "3", *common[4:], *no_eval]) == 0
     assert json.loads((dn / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
     assert os.listdir(dn) and not any(name.endswith(".tmp") for name in os.listdir(dn))
+
+
+def test_cli_names_a_missing_data_folder(tmp_path, capsys):
+    missing = tmp_path / "no-such-clips"
+    assert morphcam(["train", "autoencoder", "--data", str(missing), "--out", str(tmp_path / "o"), "--device", "cpu",
+                     "--size", "64x48", "--quiet"]) == 2
+    assert "no such folder" in capsys.readouterr().err
