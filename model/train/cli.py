@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=d.data, help='"synthetic" or a folder of paired clips')
     parser.add_argument("--out", help="output folder (default runs/STAGE)")
     parser.add_argument("--init", help="start from this checkpoint (the denoiser takes the autoencoder run's)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped (or start it)")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda (default auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--seed", type=int, default=d.seed)

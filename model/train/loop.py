@@ -78,6 +78,9 @@ class Trainer:
         self.model = RestyleModel(cfg.model)
         if cfg.init:
             init_weights(self.model, cfg.init)
+        elif cfg.stage == "denoiser":
+            log.warning("denoiser without --init: its latents come from an untrained autoencoder; "
+                        "train the autoencoder first and pass its run folder as --init")
         self.model.to(dev)
         # Each stage trains one half of the bundle; the other is frozen (its gradients would be unused).
         trained, frozen = (
@@ -248,6 +251,13 @@ class Trainer:
                 self._log({"event": "train", "step": self.step, "loss": mean, "lr": lr, "s_per_step": dt,
                            "frames_per_s": frames})
                 bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+                if bar.disable and env.is_main and not cfg.quiet:  # background runs: a line per interval
+                    log.info("step %d/%d loss %.4f lr %.2e %.1f frames/s", self.step, cfg.steps, mean, lr, frames)
+                if not math.isfinite(mean):
+                    raise RuntimeError(
+                        f"loss is {mean} at step {self.step}: lower --lr or --grad-clip and resume from the "
+                        f"last checkpoint (step {self.step - self.step % cfg.ckpt_interval})"
+                    )
                 loss_sum.zero_()
                 n, t0 = 0, time.perf_counter()
             if env.is_main and self.eval_data and self.step % cfg.eval_interval == 0:

@@ -16,7 +16,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "morphcam.model.train.cli", "denoiser", "--preset", "tiny", "--steps", "2", "--batch", "1",
-        "--frames", "2", "--size", "64x48", "--device", "cpu", "--eval-batches", "0", "--log-interval", "1",
+        "--frames", "2", "--size", "32x32", "--device", "cpu", "--eval-batches", "0", "--log-interval", "1",
         "--out", str(out), "--quiet",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
