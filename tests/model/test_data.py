@@ -160,3 +160,12 @@ def test_paired_folder_bad_examples(tmp_path, kind, match):
     with pytest.raises(PairedClipError, match=match) as err:
         PairedClipFolder(tmp_path, SPEC)
     assert "'bad'" in str(err.value)
+
+
+@pytest.mark.gpu
+def test_synthetic_clips_on_gpu(photo_dir):
+    batch = clips(photo_dir, seed=1, device="cuda").sample(4)
+    assert batch.inputs.is_cuda and batch.targets.is_cuda and batch.seeds.is_cuda
+    cpu = clips(photo_dir, seed=1).sample(4)
+    assert batch.styles == cpu.styles and batch.prompts == cpu.prompts
+    assert (batch.inputs.cpu() - cpu.inputs).abs().mean() < 1e-2
