@@ -137,10 +137,11 @@ class SyntheticClips:
             else:
                 canvas = self._photo_canvases(len(rows), hc, wc).unsqueeze(1)
             out[torch.tensor(rows, device=dev)] = motion.film(canvas, theta[rows], h, w)
-        counts = torch.tensor([0 if k == "facecam" else 3 for k in kind])
-        counts = (torch.rand(b, generator=rng) * (counts + 1)).floor().long()  # 0..2 objects typical
-        counts = torch.where(torch.tensor([k == "facecam" for k in kind]),
-                             (torch.rand(b, generator=rng) < 0.2).long(), counts)
+        # Objects passing in front of the camera: 0 to 3 over photos and stills; over a face
+        # cam now and then one, so the person stays the subject.
+        many = (torch.rand(b, generator=rng) * 4).floor().long()
+        few = (torch.rand(b, generator=rng) < 0.2).long()
+        counts = torch.where(torch.tensor([k == "facecam" for k in kind]), few, many)
         out = motion.moving_objects(rng, out, times, counts)
         return motion.bars(rng, out).clamp(0, 1)
 
