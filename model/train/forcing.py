@@ -78,6 +78,13 @@ class ForcingDraw:
     needs_rollout: bool
 
 
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Host tensor to ``device`` without making the host wait for the GPU (pinned, asynchronous)."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def draw_forcing(
     config: TrainConfig, latent_shape: tuple[int, ...], host_gen: torch.Generator, dev_gen: torch.Generator, device
 ) -> ForcingDraw:
@@ -103,9 +110,9 @@ def draw_forcing(
         sigma=sigma,
         step=step,
         noise=noise,
-        history=history.to(device, non_blocking=True),
-        kind=kind.to(device, non_blocking=True),
-        extra_std=extra_std.to(device, non_blocking=True),
+        history=_to_device(history, device),
+        kind=_to_device(kind, device),
+        extra_std=_to_device(extra_std, device),
         extra_noise=extra_noise,
         rollout_noise=rollout_noise,
         needs_rollout=bool((kind == ROLLOUT).any()),

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attention import BlockCausalContext
 from ..network import RestyleModel
-from ..sampler import euler_step, noise_latent, sigma_schedule
+from ..sampler import euler_step, noise_latent
 from .config import TrainConfig
 from .forcing import ForcingDraw, degrade_history, loss_weights
 
@@ -56,6 +56,9 @@ class DenoiserObjective(nn.Module):
         super().__init__()
         self.model = model
         self.config = config
+        # Masks and frame indices depend only on the clip's shape; building them copies small
+        # tensors to the device, which on CUDA would wait for the queued work every forward.
+        self._contexts: dict[tuple, BlockCausalContext] = {}
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -63,8 +66,12 @@ class DenoiserObjective(nn.Module):
         return self.model.autoencoder.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]).float()
 
     def context(self, n_frames: int, latent_hw: tuple[int, int], device) -> BlockCausalContext:
-        p = self.model.config.patch_size
-        return BlockCausalContext(self.model.config, n_frames, (latent_hw[0] // p) * (latent_hw[1] // p), device)
+        key = (n_frames, tuple(latent_hw), str(device))
+        if key not in self._contexts:
+            p = self.model.config.patch_size
+            n = (latent_hw[0] // p) * (latent_hw[1] // p)
+            self._contexts[key] = BlockCausalContext(self.model.config, n_frames, n, device)
+        return self._contexts[key]
 
     def predict(
         self, x: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, step: torch.Tensor,
@@ -83,15 +90,18 @@ class DenoiserObjective(nn.Module):
         (input latent noised to the default strength, then Euler steps), all frames in parallel
         with each frame seeing the others' intermediate states. Returns (B, T, C, h, w)."""
         b, t = cond.shape[:2]
-        strength = torch.full((b,), self.model.config.default_strength, device=cond.device)
-        sig = sigma_schedule(self.model.config.sigmas[:steps], strength)
-        x = noise_latent(cond, noise, sig[:, 0])
-        for k in range(steps):
-            s_now, s_next = sig[:, k], sig[:, k + 1]
-            v = self.predict(
-                x, cond, s_now[:, None].expand(b, t), (s_now - s_next)[:, None].expand(b, t), pooled, tokens
-            )
-            x = euler_step(x, v.float(), s_now, s_next)
+        mc = self.model.config
+        # The sampler's levels at the default strength, as host floats: filling device tensors
+        # from them copies nothing from the host.
+        levels = [mc.default_strength * s for s in (*mc.sigmas[:steps], 0.0)]
+
+        def full(value: float, *shape: int) -> torch.Tensor:
+            return torch.full(shape, value, device=cond.device)
+
+        x = noise_latent(cond, noise, full(levels[0], b))
+        for s_now, s_next in zip(levels[:-1], levels[1:]):
+            v = self.predict(x, cond, full(s_now, b, t), full(s_now - s_next, b, t), pooled, tokens)
+            x = euler_step(x, v.float(), full(s_now, b), full(s_next, b))
         return x
 
     def forward(
