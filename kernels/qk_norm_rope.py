@@ -1,0 +1,172 @@
+"""QK-norm (RMSNorm per head) + 2D RoPE, with the chunk's keys and values written into the ring.
+
+The attention input in one pass: each program reads a block of tokens of one head of q, k, v
+straight from the QKV projection's strided views, RMS-normalises q and k in fp32, rotates them by
+their token's RoPE angles and stores q; k and v go either to fresh tensors or, in a stream step,
+into the session's KV ring at the chunk's slots. The slots are a device tensor (``RingSlots.slot``),
+so the write needs no host sync and replays unchanged in a CUDA graph while the ring turns.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .ring import RingSlots
+
+
+@triton.jit
+def _qk_norm_rope_kernel(
+    q_ptr,  # reads q (B, H, L, DH) at b * sq_b + h * sq_h + l * sq_l + d
+    k_ptr,  # reads k, strides sk_*
+    v_ptr,  # reads v, strides sv_* (only when WRITE_RING)
+    qw_ptr,  # reads the q RMSNorm weight (DH,)
+    kw_ptr,  # reads the k RMSNorm weight (DH,)
+    cos_ptr,  # reads cos (N, DH // 2), contiguous
+    sin_ptr,  # reads sin (N, DH // 2), contiguous
+    q_out_ptr,  # writes q (B, H, L, DH), contiguous
+    k_out_ptr,  # writes k (B, H, L, DH), contiguous, or the ring's k (H, slots * N, DH) when WRITE_RING
+    v_out_ptr,  # writes the ring's v (H, slots * N, DH) when WRITE_RING (unused otherwise)
+    slot_ptr,  # reads the chunk's slots (F,) long when WRITE_RING
+    H,
+    L,
+    N,
+    ring_rows,
+    sq_b, sq_h, sq_l,
+    sk_b, sk_h, sk_l,
+    sv_b, sv_h, sv_l,
+    eps,
+    DH: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    WRITE_RING: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    rows = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    cols = tl.arange(0, DH)
+    rmask = rows < L
+    mask = rmask[:, None]
+    n = rows % N
+    half = tl.arange(0, DH // 2)
+    cos = tl.load(cos_ptr + n[:, None] * (DH // 2) + half[None, :], mask=mask, other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + n[:, None] * (DH // 2) + half[None, :], mask=mask, other=0.0).to(tl.float32)
+    # Pairs are interleaved: (x[2j], x[2j + 1]) rotates by angle j. Load whole rows (wide, coalesced)
+    # and split the pairs in registers.
+    qw_e, qw_o = tl.split(tl.reshape(tl.load(qw_ptr + cols).to(tl.float32), (DH // 2, 2)))
+    kw_e, kw_o = tl.split(tl.reshape(tl.load(kw_ptr + cols).to(tl.float32), (DH // 2, 2)))
+
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_l + cols[None, :], mask=mask, other=0.0)
+    q = q.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(q * q, axis=1) / DH + eps)
+    e, o = tl.split(tl.reshape(q, (BLOCK_L, DH // 2, 2)))
+    e = e * rstd[:, None] * qw_e[None, :]
+    o = o * rstd[:, None] * qw_o[None, :]
+    q = tl.reshape(tl.join(e * cos - o * sin, e * sin + o * cos), (BLOCK_L, DH))
+    out_rows = bh.to(tl.int64) * L + rows
+    tl.store(q_out_ptr + out_rows[:, None] * DH + cols[None, :], q.to(q_out_ptr.dtype.element_ty), mask=mask)
+
+    k = tl.load(k_ptr + b * sk_b + h * sk_h + rows[:, None] * sk_l + cols[None, :], mask=mask, other=0.0)
+    k = k.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(k * k, axis=1) / DH + eps)
+    e, o = tl.split(tl.reshape(k, (BLOCK_L, DH // 2, 2)))
+    e = e * rstd[:, None] * kw_e[None, :]
+    o = o * rstd[:, None] * kw_o[None, :]
+    k = tl.reshape(tl.join(e * cos - o * sin, e * sin + o * cos), (BLOCK_L, DH))
+    if WRITE_RING:
+        slot = tl.load(slot_ptr + rows // N, mask=rmask, other=0)
+        dest = h.to(tl.int64) * ring_rows + slot * N + n
+        tl.store(k_out_ptr + dest[:, None] * DH + cols[None, :], k.to(k_out_ptr.dtype.element_ty), mask=mask)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_l + cols[None, :], mask=mask, other=0.0)
+        tl.store(v_out_ptr + dest[:, None] * DH + cols[None, :], v.to(v_out_ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(k_out_ptr + out_rows[:, None] * DH + cols[None, :], k.to(k_out_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n) -> None:
+    b, h, length, dh = q.shape
+    block_l = max(16, min(128, 8192 // dh))
+    for t in (q, k, v):
+        if t.stride(-1) != 1:
+            raise ValueError("q, k and v need a unit stride along head_dim")
+    grid = (b * h, triton.cdiv(length, block_l))
+    _qk_norm_rope_kernel[grid](
+        q, k, v, q_weight, k_weight, cos, sin, q_out, k_out, v_out, slot,
+        h, length, n, ring_rows,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        eps, DH=dh, BLOCK_L=block_l, WRITE_RING=slot is not None, num_warps=4,
+    )
+
+
+def qk_norm_rope(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    eps: float,
+    ring: Sequence[RingSlots] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """q, k, v: (B, H, T * N, Dh) (strided views are read in place); q_weight, k_weight: (Dh,);
+    cos, sin: (N, Dh // 2). Returns (q, k), each (B, H, T * N, Dh), normalised and rotated.
+
+    With ``ring`` (one ``RingSlots`` per batch row), k and v are written into the rings at the
+    chunk's slots instead, and the returned k is None.
+    """
+    b, h, length, dh = q.shape
+    n = cos.shape[0]
+    if length % n:
+        raise ValueError(f"{length} tokens is not a whole number of {n}-token frames")
+    cos, sin = cos.contiguous(), sin.contiguous()
+    q_out = torch.empty((b, h, length, dh), device=q.device, dtype=q.dtype)
+    if ring is None:
+        k_out = torch.empty_like(q_out)
+        _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, k_out, None, 0, n)
+        return q_out, k_out
+    if len(ring) != b:
+        raise ValueError(f"{len(ring)} rings for a batch of {b}")
+    # Sessions own separate caches, so each batch row is one launch into its own ring.
+    for i, r in enumerate(ring):
+        _launch(
+            q[i : i + 1], k[i : i + 1], v[i : i + 1], q_weight, k_weight, cos, sin, eps,
+            q_out[i : i + 1], r.k, r.v, r.slot, r.k.shape[1], n,
+        )
+    return q_out, None
+
+
+def qk_norm_rope_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    eps: float,
+    ring: Sequence[RingSlots] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The torch reference: RMSNorm, RoPE per frame, then an ``index_copy_`` into each ring."""
+    b, h, length, dh = q.shape
+    n = cos.shape[0]
+
+    def norm_rope(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = F.rms_norm(x, (dh,), w, eps).unflatten(2, (length // n, n))
+        x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        x = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        return x.flatten(2, 3)
+
+    q, k = norm_rope(q, q_weight), norm_rope(k, k_weight)
+    if ring is None:
+        return q, k
+    for i, r in enumerate(ring):
+        frames = length // n
+        r.k.unflatten(1, (-1, n)).index_copy_(1, r.slot, k[i].unflatten(1, (frames, n)).to(r.k.dtype))
+        r.v.unflatten(1, (-1, n)).index_copy_(1, r.slot, v[i].unflatten(1, (frames, n)).to(r.v.dtype))
+    return q, None

@@ -1,0 +1,97 @@
+"""Attention of a chunk's queries over one session's KV ring: [sink | window | current].
+
+Reads keys and values straight from the ring layout (slot-major, ``slots * N`` rows per head)
+with no gather or copy. Each slot's learned frame-index offset ``e = frame_emb[frame_idx[s], h]``
+enters as ``q . (k + e) = q . k + q . e``: one (BLOCK_M,) dot per slot instead of rewriting the
+keys. Invalid slots (not yet filled, or evicted) are masked by ``token_valid``. Online softmax
+(flash attention) in fp32 with exp2.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .ring import RingView
+
+
+@triton.jit
+def _ring_attention_kernel(
+    q_ptr,  # reads q (H, Lq, DH), contiguous
+    k_ptr,  # reads the ring's keys (H, S * N, DH), contiguous
+    v_ptr,  # reads the ring's values (H, S * N, DH), contiguous
+    fidx_ptr,  # reads frame_idx (S,) long
+    valid_ptr,  # reads token_valid (S, N) as uint8
+    emb_ptr,  # reads frame_emb (P, H, DH), contiguous
+    out_ptr,  # writes out (H, Lq, DH), contiguous
+    H,
+    Lq,
+    S,
+    N,
+    qk_scale,  # softmax scale times log2(e), so exp2 can be used
+    DH: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, DH)
+    rmask = rows < Lq
+    q = tl.load(q_ptr + (h.to(tl.int64) * Lq + rows[:, None]) * DH + cols[None, :], mask=rmask[:, None], other=0.0)
+    qf = q.to(tl.float32)
+    m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # finite start: fully masked blocks give p = 0, not NaN
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, DH), tl.float32)
+    kv_base = h.to(tl.int64) * S * N
+    for s in range(0, S):
+        fi = tl.load(fidx_ptr + s)
+        e = tl.load(emb_ptr + (fi * H + h) * DH + cols).to(tl.float32)
+        qe = tl.sum(qf * e[None, :], axis=1)  # q . e for every query of this slot's keys
+        for n0 in range(0, N, BLOCK_N):
+            kn = n0 + tl.arange(0, BLOCK_N)
+            kmask = kn < N
+            valid = tl.load(valid_ptr + s * N + kn, mask=kmask, other=0) != 0
+            krow = kv_base + s * N + kn
+            k = tl.load(k_ptr + krow[:, None] * DH + cols[None, :], mask=kmask[:, None], other=0.0)
+            scores = (tl.dot(q, tl.trans(k)) + qe[:, None]) * qk_scale
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(scores - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_ptr + krow[:, None] * DH + cols[None, :], mask=kmask[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+    out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    tl.store(out_ptr + (h.to(tl.int64) * Lq + rows[:, None]) * DH + cols[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=rmask[:, None])
+
+
+def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
+    """q: (H, Lq, Dh) the chunk's queries (already normalised and rotated). Returns (H, Lq, Dh)."""
+    h, lq, dh = q.shape
+    slots, n = ring.token_valid.shape
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    # Small problems leave most SMs idle at 64 query rows per program: take 16-row tiles there.
+    block_m = 64 if triton.cdiv(lq, 64) * h >= 128 else (32 if triton.cdiv(lq, 32) * h >= 64 else 16)
+    block_n = 64 if n >= 64 else max(16, triton.next_power_of_2(n))
+    grid = (triton.cdiv(lq, block_m), h)
+    _ring_attention_kernel[grid](
+        q, ring.k, ring.v, ring.frame_idx, ring.token_valid.view(torch.uint8), ring.frame_emb.contiguous(), out,
+        h, lq, slots, n, (1.0 / math.sqrt(dh)) * 1.4426950408889634,
+        DH=dh, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=2,
+    )
+    return out
+
+
+def ring_attention_ref(q: torch.Tensor, ring: RingView) -> torch.Tensor:
+    """The torch reference: offset keys materialised, then SDPA under the validity mask."""
+    slots, n = ring.token_valid.shape
+    k = ring.k.unflatten(1, (slots, n)) + ring.frame_emb[ring.frame_idx].transpose(0, 1)[:, :, None, :]
+    return F.scaled_dot_product_attention(
+        q[None], k.flatten(1, 2)[None], ring.v[None], attn_mask=ring.token_valid.view(1, 1, 1, -1)
+    )[0]
