@@ -94,7 +94,7 @@ class TrainConfig:
     # Autoencoder loss: L1 + l2_weight * L2 + grad_weight * image-gradient L1 + latent scale term.
     l2_weight: float = 1.0
     grad_weight: float = 0.5
-    latent_rms_weight: float = 0.01  # keeps latents near unit RMS, the scale the denoiser's noise has
+    latent_rms_weight: float = 0.1  # keeps latent channels near unit RMS, the scale the denoiser's noise has
     # Denoiser: flow matching with diffusion forcing (one noise level per frame).
     noise_sampling: str = "logit_normal"
     logit_mean: float = 0.0

@@ -182,13 +182,15 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # ---- steps ------------------------------------------------------------------------------------
-    def _loss(self, objective, batch, step: int, rank: int) -> torch.Tensor:
-        """The stage's loss on one ClipBatch, with the draws of (step, rank)."""
+    def _loss(self, objective, batch, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stage's loss on one ClipBatch, with the draws of (step, rank), and its detached
+        diagnostics: (4,) [l1, l2, grad, latent_rms] for the autoencoder, (T,) the velocity MSE
+        at each clip position for the denoiser."""
         inputs = batch.inputs.to(self.device, non_blocking=True)
         targets = batch.targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.config.stage == "autoencoder":
-                return objective(inputs, targets)[0]
+                return objective(inputs, targets)
             seed = self.config.seed
             host_gen = torch.Generator().manual_seed(step_seed(seed, rank, step, 0))
             dev_gen = torch.Generator(self.device).manual_seed(step_seed(seed, rank, step, 1))
@@ -197,11 +199,12 @@ class Trainer:
             shape = (*inputs.shape[:2], mc.latent_channels, h, w)
             draw = draw_forcing(self.config, shape, host_gen, dev_gen, self.device)
             pooled, tokens = self.text(batch.prompts)
-            return objective(inputs, targets, pooled, tokens, draw)[0]
+            loss, per_frame = objective(inputs, targets, pooled, tokens, draw)
+            return loss, per_frame.mean(0)
 
-    def train_step(self) -> torch.Tensor:
-        """One optimizer step on the next batch; returns the loss (detached, still on the device)."""
-        loss = self._loss(self.objective, self.source.sample(self.config.batch_size), self.step, self.env.rank)
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the next batch; returns the loss and diagnostics (detached, on the device)."""
+        loss, stats = self._loss(self.objective, self.source.sample(self.config.batch_size), self.step, self.env.rank)
         loss.backward()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip, foreach=True)
@@ -211,12 +214,12 @@ class Trainer:
         self.step += 1
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))  # early EMA tracks closely
         torch._foreach_lerp_(self._ema_params, self._params, 1.0 - decay)
-        return loss.detach()
+        return loss.detach(), stats
 
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean loss of the EMA model on the fixed eval batches (same draws every time)."""
-        losses = [self._loss(self.eval_objective, b, i, 2**20) for i, b in enumerate(self.eval_data)]
+        losses = [self._loss(self.eval_objective, b, i, 2**20)[0] for i, b in enumerate(self.eval_data)]
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
     def checksum(self) -> str:
@@ -238,18 +241,27 @@ class Trainer:
         )
         self.model.train()
         (self.model.dit if cfg.stage == "autoencoder" else self.model.autoencoder).eval()
-        loss_sum, n, t0, mean = torch.zeros((), device=self.device), 0, time.perf_counter(), float("nan")
+        loss_sum, stats_sum = torch.zeros((), device=self.device), 0.0
+        n, t0, mean = 0, time.perf_counter(), float("nan")
         started = time.perf_counter()
         while self.step < last:
-            loss_sum += self.train_step()
+            loss, stats = self.train_step()
+            loss_sum += loss
+            stats_sum = stats_sum + stats
             n += 1
             bar.update(1)
             if self.step % cfg.log_interval == 0 or self.step == last:
                 mean, dt = float(loss_sum) / n, (time.perf_counter() - t0) / n  # the only per-interval sync
                 frames = cfg.batch_size * cfg.frames * env.world_size / dt
                 lr = self.scheduler.get_last_lr()[0]
-                self._log({"event": "train", "step": self.step, "loss": mean, "lr": lr, "s_per_step": dt,
-                           "frames_per_s": frames})
+                record = {"event": "train", "step": self.step, "loss": mean, "lr": lr, "s_per_step": dt,
+                          "frames_per_s": frames}
+                diag = [round(v / n, 5) for v in stats_sum.tolist()]
+                if cfg.stage == "autoencoder":
+                    record.update(zip(("l1", "l2", "grad", "latent_rms"), diag))
+                else:
+                    record["frame_mse"] = diag  # by clip position: later frames have history to use
+                self._log(record)
                 bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
                 if bar.disable and env.is_main and not cfg.quiet:  # background runs: a line per interval
                     log.info("step %d/%d loss %.4f lr %.2e %.1f frames/s", self.step, cfg.steps, mean, lr, frames)
@@ -259,6 +271,7 @@ class Trainer:
                         f"last checkpoint (step {self.step - self.step % cfg.ckpt_interval})"
                     )
                 loss_sum.zero_()
+                stats_sum = 0.0
                 n, t0 = 0, time.perf_counter()
             if env.is_main and self.eval_data and self.step % cfg.eval_interval == 0:
                 self._log({"event": "eval", "step": self.step, "eval_loss": self.evaluate()})

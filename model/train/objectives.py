@@ -1,7 +1,7 @@
 """The two training objectives as modules, so DistributedDataParallel can wrap either.
 
 ``AutoencoderObjective``: reconstruction of input and target frames (L1 + L2 + image-gradient
-L1) plus a term that keeps latents near unit RMS, the scale of the denoiser's noise.
+L1) plus a term that keeps each latent channel near unit RMS, the scale of the denoiser's noise.
 
 ``DenoiserObjective``: flow matching with diffusion forcing over whole clips. The frozen
 autoencoder encodes inputs (conditioning) and targets (clean latents); one block-causal
@@ -46,9 +46,11 @@ class AutoencoderObjective(nn.Module):
         l1 = (recon - frames).abs().mean()
         l2 = (recon - frames).square().mean()
         grad = image_gradient_l1(recon, frames)
-        rms = z.float().square().mean().sqrt()
-        loss = l1 + cfg.l2_weight * l2 + cfg.grad_weight * grad + cfg.latent_rms_weight * (rms - 1).square()
-        return loss, torch.stack((l1, l2, grad, rms)).detach()
+        # Per channel, so no channel is left too faint for the denoiser's unit noise to leave it any signal.
+        rms = z.float().square().mean(dim=(0, 2, 3)).sqrt()  # (C,)
+        scale = (rms - 1).square().mean()
+        loss = l1 + cfg.l2_weight * l2 + cfg.grad_weight * grad + cfg.latent_rms_weight * scale
+        return loss, torch.stack((l1, l2, grad, rms.mean())).detach()
 
 
 class DenoiserObjective(nn.Module):

@@ -38,7 +38,7 @@ def test_resume_continues_exactly(tmp_path, text_encoder):
         assert torch.equal(resumed.ema.state_dict()[name], ref), name
     logs = [json.loads(line) for line in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs if r["event"] == "train"] == [2, 4]
-    assert {"loss", "lr", "s_per_step", "frames_per_s"} <= set(logs[0])
+    assert {"loss", "lr", "s_per_step", "frames_per_s"} <= set(logs[0]) and len(logs[0]["frame_mse"]) == 3
 
 
 def test_existing_run_needs_resume_and_same_settings(tmp_path, text_encoder):

@@ -89,7 +89,7 @@ def test_loss_is_block_causal(tmp_path, text_encoder):
 
 
 def _losses(trainer: Trainer, n: int) -> list[float]:
-    return [float(trainer.train_step()) for _ in range(n)]
+    return [float(trainer.train_step()[0]) for _ in range(n)]
 
 
 def test_autoencoder_overfits_a_batch(tmp_path):
