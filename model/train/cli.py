@@ -1,7 +1,14 @@
 """``morphcam train autoencoder|denoiser``: flags map one to one onto ``TrainConfig``.
 
-Runs under torchrun as is (``torchrun --nproc_per_node N -m morphcam.model.train.cli denoiser ...``);
-only rank 0 writes the log and the checkpoints.
+The two stages, each resumable (``--resume`` continues the run in ``--out``, or starts it)::
+
+    morphcam train autoencoder --preset tiny --out runs/tiny-ae --resume
+    morphcam train denoiser --preset tiny --init runs/tiny-ae --out runs/tiny-dn --resume
+    morphcam serve --checkpoint runs/tiny-dn/model.safetensors
+
+On several GPUs of one host, run the same command under torchrun
+(``torchrun --standalone --nproc_per_node 8 -m morphcam.model.train.cli denoiser ...``);
+``--batch`` is per GPU and only rank 0 writes the log and the checkpoints.
 """
 from __future__ import annotations
 
