@@ -7,8 +7,9 @@ know whether they run over a whole clip or one chunk of a stream:
   ``frames_per_step`` frames sees itself, the sink frames and the window before it (a
   block-causal mask that reproduces sink + window visibility exactly), with the same bounded
   frame indices the stream would give.
-- ``StreamContext``: inference. The chunk's K/V go into each session's ``KVRingCache`` in place,
-  and the chunk attends to the whole cache under its validity mask.
+- ``StreamContext``: inference. The chunk's K/V go into each session's ``KVRingCache`` in place
+  (written by ``ops.qk_norm_rope`` at the slots ``ring_slots`` names), and the chunk attends to
+  the whole cache under its validity mask, read in its ring layout (``ops.ring_attention``).
 """
 from __future__ import annotations
 
@@ -19,11 +20,16 @@ import torch
 from . import ops
 from .config import ModelConfig
 from .kv_cache import KVRingCache, frame_index, frame_visible
+from .ops import RingSlots
 
 KVRecorder = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 class AttentionContext(Protocol):
+    def ring_slots(self, layer: int) -> list[RingSlots] | None:
+        """Where the layer's normalised K/V are written before ``attend`` (one per batch row), or None."""
+        ...
+
     def attend(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_emb: torch.Tensor
     ) -> torch.Tensor:
@@ -73,6 +79,9 @@ class BlockCausalContext:
             self.chunks.append((slice(start * self.n, stop * self.n), idx, mask))
             start = stop
 
+    def ring_slots(self, layer):
+        return None  # keys and values stay in the forward's tensors
+
     def attend(self, layer, q, k, v, frame_emb):
         if self.record is not None:
             self.record(layer, k, v)
@@ -87,17 +96,24 @@ class BlockCausalContext:
 
 
 class StreamContext:
-    """Streaming attention: batch row b belongs to ``caches[b]``; the chunk's K/V are written in place."""
+    """Streaming attention: batch row b belongs to ``caches[b]``.
+
+    The chunk's K/V are already in the caches when ``attend`` runs (``ops.qk_norm_rope`` wrote
+    them at ``ring_slots``), so ``attend`` reads only q and the rings; its k and v are unused.
+    """
 
     def __init__(self, caches: Sequence[KVRingCache]) -> None:
         self.caches = list(caches)
 
+    def ring_slots(self, layer):
+        return [cache.ring_slots(layer) for cache in self.caches]
+
     def attend(self, layer, q, k, v, frame_emb):
-        out = torch.empty_like(q)
         # Sessions have their own caches (and may sit at different ring phases), so attention runs
         # per session; the projections around it stay batched.
+        if len(self.caches) == 1:
+            return ops.ring_attention(q[0], self.caches[0].ring_view(layer, frame_emb))[None]
+        out = torch.empty_like(q)
         for b, cache in enumerate(self.caches):
-            cache.write_kv(layer, k[b], v[b])
-            k_all, v_all = cache.keys_values(layer, frame_emb)
-            out[b] = ops.attention(q[b : b + 1], k_all[None], v_all[None], cache.key_mask()[None])[0]
+            out[b] = ops.ring_attention(q[b], cache.ring_view(layer, frame_emb))
         return out

@@ -66,11 +66,8 @@ class DiTBlock(nn.Module):
         h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
         q, k, v = self.qkv(h).view(b, t * n, 3, d).unbind(2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        q = ops.rms_norm(q, self.q_norm, self.eps)
-        k = ops.rms_norm(k, self.k_norm, self.eps)
-        # RoPE per frame: view the token axis as (frames, tokens) so the (N, Dh/2) table broadcasts.
-        q = ops.apply_rope_2d(q.unflatten(2, (t, n)), *rope).flatten(2, 3)
-        k = ops.apply_rope_2d(k.unflatten(2, (t, n)), *rope).flatten(2, 3)
+        # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
+        q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, context.ring_slots(self.layer))
         a = context.attend(self.layer, q, k, v, self.frame_emb)
         x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, d)), gate1)
 

@@ -19,7 +19,7 @@ from .config import ModelConfig
 from .kv_cache import KVRingCache, frame_slot
 from .network import RestyleModel
 from .prompts import MAX_BLEND, PromptState, blend
-from .sampler import euler_step, noise_latent, sigma_schedule
+from .sampler import euler_step, noise_latent
 from .text import TextEmbedding, TextEncoder
 
 PROMPT_MODES = ("cut", "recache", "transition")
@@ -40,6 +40,19 @@ class StreamSession:
     frames_out: int = field(default=0)
 
 
+@dataclass
+class StepInputs:
+    """The per-step inputs ``forward`` reads, as buffers a CUDA graph can keep.
+
+    frames: (B, F, 3, H, W) in [-1, 1]; noise: (B, F, C, h, w), each session's draw;
+    strength: (B,).
+    """
+
+    frames: torch.Tensor
+    noise: torch.Tensor
+    strength: torch.Tensor
+
+
 class StreamGenerator:
     """Runs a ``RestyleModel`` over live streams.
 
@@ -56,6 +69,8 @@ class StreamGenerator:
             raise ValueError(
                 f"text encoder pads to {self.text.text_tokens} tokens but the model expects {self.config.text_tokens}"
             )
+        # Each step's noise levels are strength times this table (sampler.sigma_schedule's math).
+        self._sigma_table = torch.tensor((*self.config.sigmas, 0.0), device=self.device, dtype=self.dtype)
 
     # ---- prompts --------------------------------------------------------------------------------
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
@@ -145,8 +160,14 @@ class StreamGenerator:
         frames: (B, F, 3, H, W) in [-1, 1] on the model's device, F = ``frames_per_step``, every
         session of size W x H. Returns the restyled frames, same shape, in [-1, 1].
         """
-        cfg = self.config
-        b, f = len(sessions), cfg.frames_per_step
+        inputs = self.prepare(sessions, frames)
+        out = self.forward(sessions, inputs)
+        self.finish(sessions)
+        return out
+
+    def check(self, sessions: Sequence[StreamSession], frames: torch.Tensor) -> None:
+        """Raise ValueError unless ``frames`` is (B, F, 3, H, W) for these sessions' size."""
+        b, f = len(sessions), self.config.frames_per_step
         if frames.dim() != 5 or frames.shape[:3] != (b, f, 3):
             raise ValueError(f"expected frames of shape ({b}, {f}, 3, H, W), got {tuple(frames.shape)}")
         for s in sessions:
@@ -154,21 +175,55 @@ class StreamGenerator:
                 raise ValueError(
                     f"session is {s.width}x{s.height} but the frame is {frames.shape[-1]}x{frames.shape[-2]}"
                 )
-        frames = frames.to(self.device, self.dtype)
-        ae, dit = self.model.autoencoder, self.model.dit
-        z = ae.encode(frames.flatten(0, 1)).unflatten(0, (b, f))
-        noise = torch.stack(
-            [torch.randn(z.shape[1:], generator=s.generator, device=self.device, dtype=self.dtype) for s in sessions]
+
+    def new_inputs(self, batch: int, width: int, height: int) -> StepInputs:
+        """Buffers for ``batch`` sessions of size ``width`` x ``height`` (uninitialised)."""
+        cfg = self.config
+        h, w = cfg.latent_size(width, height)
+        kw = dict(device=self.device, dtype=self.dtype)
+        return StepInputs(
+            frames=torch.empty(batch, cfg.frames_per_step, 3, height, width, **kw),
+            noise=torch.empty(batch, cfg.frames_per_step, cfg.latent_channels, h, w, **kw),
+            strength=torch.empty(batch, **kw),
         )
-        strength = torch.tensor([s.strength for s in sessions], device=self.device, dtype=self.dtype)
-        sig = sigma_schedule(cfg.sigmas, strength)  # (B, K + 1)
-        for s in sessions:
+
+    @torch.inference_mode()
+    def prepare(
+        self, sessions: Sequence[StreamSession], frames: torch.Tensor, into: StepInputs | None = None
+    ) -> StepInputs:
+        """A step's host half, before ``forward``: check the frames, move prompt transitions on,
+        draw each session's noise from its own generator and fill ``into`` (new buffers if None).
+
+        Only device writes of values known on the host (copies, ``fill_``), so nothing waits.
+        """
+        self.check(sessions, frames)
+        if into is None:
+            into = self.new_inputs(len(sessions), frames.shape[-1], frames.shape[-2])
+        into.frames.copy_(frames)
+        for i, s in enumerate(sessions):
             s.prompt.advance()
+            torch.randn(into.noise.shape[1:], generator=s.generator, device=self.device, dtype=self.dtype,
+                        out=into.noise[i])
+            into.strength[i].fill_(s.strength)
+        return into
+
+    @torch.inference_mode()
+    def forward(self, sessions: Sequence[StreamSession], inputs: StepInputs) -> torch.Tensor:
+        """A step's device half: encode, the Euler steps (K/V into the caches), commit the caches'
+        device state, decode. No host syncs and static shapes, so ``CudaGraphRunner`` captures it.
+        Returns (B, F, 3, H, W)."""
+        cfg = self.config
+        b, f = len(sessions), cfg.frames_per_step
+        ae, dit = self.model.autoencoder, self.model.dit
+        z = ae.encode(inputs.frames.flatten(0, 1)).unflatten(0, (b, f))
+        # sigma_schedule's math on a table built once (it builds its table from a host tuple).
+        sig = inputs.strength[:, None] * self._sigma_table[None, :]  # (B, K + 1)
+        for s in sessions:
             s.cache.begin_chunk()
         pooled = torch.stack([s.prompt.pooled for s in sessions])
         tokens = torch.stack([s.prompt.tokens for s in sessions])
         context = StreamContext([s.cache for s in sessions])
-        x = noise_latent(z, noise, sig[:, 0])
+        x = noise_latent(z, inputs.noise, sig[:, 0])
         n_steps = len(cfg.sigmas)
         for k in range(n_steps):
             s_now, s_next = sig[:, k], sig[:, k + 1]
@@ -181,9 +236,14 @@ class StreamGenerator:
                     s.cache.store_inputs(x[i], z[i], sigma_bf[i], step_bf[i])
             x = euler_step(x, v, s_now, s_next)
         for s in sessions:
-            s.cache.commit()
-            s.frames_out += f
+            s.cache.commit_device()
         return ae.decode(x.flatten(0, 1)).unflatten(0, (b, f))
+
+    def finish(self, sessions: Sequence[StreamSession]) -> None:
+        """A step's host half, after ``forward``: the caches' host counters."""
+        for s in sessions:
+            s.cache.commit_host()
+            s.frames_out += self.config.frames_per_step
 
     @torch.inference_mode()
     def recache(self, session: StreamSession) -> None:

@@ -3,8 +3,10 @@
 Slots (frames) are laid out ``[sink 0 .. S-1 | ring 0 .. R-1]`` with ``R = window + chunk``:
 the chunk being generated is written into the ring slots that held the frames just past the
 window, so nothing visible is evicted before the chunk has attended to it. Every buffer is
-allocated once; steps write into slices in place, and bookkeeping is host-side integers, so
-nothing reads back from the device.
+allocated once and written in place. The ring's position lives twice: as a host integer
+(``frames_seen``, for KV-recache and logs) and as a device counter (``pos``) from which each
+step computes its slots on the device, so a step never reads back from the device and a
+captured CUDA graph replays correctly wherever the ring stands.
 
 Frame positions are a *bounded frame index* (see ``frame_index``): for non-sink frames the age
 relative to the chunk being generated, for sinks a fixed index from the top of the table. Keys
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .config import ModelConfig
+from .ops import RingSlots, RingView
 
 
 def frame_index(frame: int, chunk_start: int, config: ModelConfig) -> int:
@@ -54,6 +57,8 @@ class KVRingCache:
       token_valid: (slots, N) bool, True where a slot holds a visible frame
       x_in, cond:  (slots, C, h, w) the noisy latent and conditioning latent the K/V came from
       sigma, step: (slots,) their noise level and step size
+      pos:         () long, committed frames (the device twin of ``frames_seen``)
+      slot_idx:    (frames_per_step,) long, the slots of the chunk being generated
     """
 
     def __init__(
@@ -73,9 +78,12 @@ class KVRingCache:
         self.cond = torch.zeros_like(self.x_in)
         self.sigma = torch.zeros(slots, device=device, dtype=dtype)
         self.step = torch.zeros(slots, device=device, dtype=dtype)
-        self.frames_seen = 0  # committed frames; host-side so no step ever syncs
+        self.pos = torch.zeros((), device=device, dtype=torch.long)
+        self.slot_idx = torch.zeros(config.frames_per_step, device=device, dtype=torch.long)
+        self._chunk_offsets = torch.arange(config.frames_per_step, device=device)
+        self.frames_seen = 0  # committed frames, host-side: read by recache, never by a step
 
-    # ---- bookkeeping (host ints only) ---------------------------------------------------------
+    # ---- bookkeeping ------------------------------------------------------------------------------
     @property
     def chunk_slots(self) -> slice:
         """Slots of the chunk about to be generated (contiguous: sink and ring are chunk multiples)."""
@@ -88,24 +96,43 @@ class KVRingCache:
         return list(range(min(s, c))) + list(range(max(s, c - self.config.window_frames), c))
 
     def begin_chunk(self) -> None:
-        """Mark the next chunk's slots valid and give them their frame indices (in place)."""
-        cfg, c, s = self.config, self.frames_seen, self.chunk_slots
-        for f in range(cfg.frames_per_step):
-            self.frame_idx[s.start + f] = frame_index(c + f, c, cfg)
-        self.token_valid[s] = True
+        """Compute the next chunk's slots, mark them valid and give them their frame indices.
+
+        Device work only (``frame_slot`` and ``frame_index`` on the ``pos`` counter), so it is
+        captured in a CUDA graph and replays at whatever slot the ring has reached.
+        """
+        cfg, s = self.config, self.config.sink_frames
+        frame = self.pos + self._chunk_offsets  # absolute indices of the chunk's frames
+        is_sink = frame < s
+        self.slot_idx.copy_(torch.where(is_sink, frame, s + (frame - s).remainder(cfg.ring_frames)))
+        # frame_index: sinks count down from the top of the table; the chunk's own frames are
+        # F - 1 - f (0 for its last frame).
+        index = torch.where(is_sink, cfg.frame_positions - 1 - frame, cfg.frames_per_step - 1 - self._chunk_offsets)
+        self.frame_idx.index_copy_(0, self.slot_idx, index)
+        self.token_valid.index_fill_(0, self.slot_idx, True)
 
     def commit(self) -> None:
         """The chunk is final: every ring frame ages by one chunk."""
+        self.commit_device()
+        self.commit_host()
+
+    def commit_device(self) -> None:
+        """``commit``'s device half (captured in a CUDA graph)."""
         cfg = self.config
         # The clamp only touches slots about to be rewritten (or not yet used); it keeps every
         # index inside the table even between commit and the next begin_chunk.
         self.frame_idx[cfg.sink_frames :].add_(cfg.frames_per_step).clamp_(max=cfg.frame_positions - 1)
-        self.frames_seen += cfg.frames_per_step
+        self.pos.add_(cfg.frames_per_step)
+
+    def commit_host(self) -> None:
+        """``commit``'s host half: the host mirror of ``pos`` (run once per replay of a graph)."""
+        self.frames_seen += self.config.frames_per_step
 
     def reset(self) -> None:
         """Forget every frame; buffers are kept (and overwritten before they are read again)."""
         self.token_valid.fill_(False)
         self.frame_idx.zero_()
+        self.pos.zero_()
         self.frames_seen = 0
 
     # ---- data ---------------------------------------------------------------------------------
@@ -114,21 +141,29 @@ class KVRingCache:
 
         k, v: (heads, frames * N, head_dim).
         """
-        s = self.chunk_slots if slots is None else slots
         n = self.tokens_per_frame
-        self.k[layer, :, s.start * n : s.stop * n].copy_(k)
-        self.v[layer, :, s.start * n : s.stop * n].copy_(v)
+        if slots is None:  # the chunk's slots, from the device (no host index)
+            self.k[layer].unflatten(1, (-1, n)).index_copy_(1, self.slot_idx, k.unflatten(1, (-1, n)))
+            self.v[layer].unflatten(1, (-1, n)).index_copy_(1, self.slot_idx, v.unflatten(1, (-1, n)))
+            return
+        self.k[layer, :, slots.start * n : slots.stop * n].copy_(k)
+        self.v[layer, :, slots.start * n : slots.stop * n].copy_(v)
+
+    def ring_slots(self, layer: int) -> RingSlots:
+        """Where a fused QK-norm/RoPE kernel writes this layer's chunk K/V."""
+        return RingSlots(self.k[layer], self.v[layer], self.slot_idx, self.tokens_per_frame)
+
+    def ring_view(self, layer: int, frame_emb: torch.Tensor) -> RingView:
+        """This layer's ring as the fused attention reads it. frame_emb: (frame_positions, heads, head_dim)."""
+        return RingView(self.k[layer], self.v[layer], self.frame_idx, self.token_valid, frame_emb)
 
     def store_inputs(self, x_in: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, step: torch.Tensor) -> None:
         """Keep the chunk's network inputs so a later KV-recache can re-run them.
 
         x_in, cond: (F, C, h, w); sigma, step: (F,).
         """
-        s = self.chunk_slots
-        self.x_in[s].copy_(x_in)
-        self.cond[s].copy_(cond)
-        self.sigma[s].copy_(sigma)
-        self.step[s].copy_(step)
+        for buf, value in ((self.x_in, x_in), (self.cond, cond), (self.sigma, sigma), (self.step, step)):
+            buf.index_copy_(0, self.slot_idx, value.to(buf.dtype))
 
     def keys_values(self, layer: int, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys with each slot's frame-index offset added, and values.
@@ -150,5 +185,8 @@ class KVRingCache:
         """Data pointers of every buffer, to check that nothing was ever reallocated."""
         return tuple(
             t.data_ptr()
-            for t in (self.k, self.v, self.frame_idx, self.token_valid, self.x_in, self.cond, self.sigma, self.step)
+            for t in (
+                self.k, self.v, self.frame_idx, self.token_valid, self.x_in, self.cond, self.sigma, self.step,
+                self.pos, self.slot_idx,
+            )
         )

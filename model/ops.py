@@ -1,14 +1,21 @@
 """The one dispatch point for the denoiser's hot operations.
 
 Every attention, norm, modulation and RoPE call of the network goes through these functions,
-so a fused-kernel backend (``morphcam.kernels``) can replace them in one place without forking
-the network. Each function here is the plain-torch reference with the signature a kernel
-must keep.
+so the fused Triton kernels (``morphcam.kernels``) replace them in one place without forking
+the network. ``morphcam.kernels.dispatch`` decides per call: the kernels for CUDA tensors in
+inference when Triton is installed, the plain-torch code below otherwise (CPU, training: the
+kernels have no backward). Tests force either with ``dispatch.force``. The torch code here is
+the reference each kernel must match.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
+
+from ..kernels import dispatch
+from ..kernels.ring import RingSlots, RingView
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,7 +38,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
-    """tanh-approximated GELU (the FFN activation; a fused kernel puts it in the matmul epilogue)."""
+    """tanh-approximated GELU (the FFN activation)."""
+    if dispatch.use_triton(x):
+        return dispatch.kernel("gelu")(x)
     return F.gelu(x, approximate="tanh")
 
 
@@ -40,12 +49,16 @@ def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tenso
 
     x: (B, T, N, D); shift, scale: (B, T, 1, D) (one modulation per frame, shared by its tokens).
     """
+    if dispatch.use_triton(x):
+        return dispatch.kernel("layer_norm_modulate")(x, shift, scale, eps)
     x = F.layer_norm(x, (x.shape[-1],), eps=eps)
     return torch.addcmul(shift, x, 1 + scale)
 
 
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """``x + gate * y``. x, y: (B, T, N, D); gate: (B, T, 1, D)."""
+    if dispatch.use_triton(x):
+        return dispatch.kernel("gated_residual")(x, y, gate)
     return torch.addcmul(x, y, gate)
 
 
@@ -60,6 +73,51 @@ def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     out1 = x1 * cos - x2 * sin
     out2 = x1 * sin + x2 * cos
     return torch.stack((out1, out2), dim=-1).flatten(-2)
+
+
+def qk_norm_rope(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    eps: float,
+    ring: Sequence[RingSlots] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """QK-norm (RMSNorm per head) and 2D RoPE of q and k; in a stream step also the K/V write.
+
+    q, k, v: (B, H, T * N, Dh); q_weight, k_weight: (Dh,); cos, sin: (N, Dh // 2). Returns
+    (q, k), (B, H, T * N, Dh). With ``ring`` (one ``RingSlots`` per batch row) the normalised k
+    and v are written into each session's ring at the chunk's slots and the returned k is None.
+    """
+    if dispatch.use_triton(q):
+        return dispatch.kernel("qk_norm_rope")(q, k, v, q_weight, k_weight, cos, sin, eps, ring)
+    t = q.shape[2] // cos.shape[0]
+    q = apply_rope_2d(rms_norm(q, q_weight, eps).unflatten(2, (t, -1)), cos, sin).flatten(2, 3)
+    k = apply_rope_2d(rms_norm(k, k_weight, eps).unflatten(2, (t, -1)), cos, sin).flatten(2, 3)
+    if ring is None:
+        return q, k
+    for i, r in enumerate(ring):
+        n = r.tokens_per_frame
+        # The slot is a device tensor: index_copy_ writes where the ring is without reading it back.
+        r.k.unflatten(1, (-1, n)).index_copy_(1, r.slot, k[i].unflatten(1, (t, n)))
+        r.v.unflatten(1, (-1, n)).index_copy_(1, r.slot, v[i].unflatten(1, (t, n)))
+    return q, None
+
+
+def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
+    """One session's chunk attending to its KV ring (sinks, window and the chunk itself).
+
+    q: (H, Lq, Dh). Keys get their slot's frame-index offset ``frame_emb[frame_idx]``; slots not
+    marked in ``token_valid`` are masked. Returns (H, Lq, Dh).
+    """
+    if dispatch.use_triton(q):
+        return dispatch.kernel("ring_attention")(q, ring)
+    slots, n = ring.token_valid.shape
+    k = ring.k.unflatten(1, (slots, n)) + ring.frame_emb[ring.frame_idx].transpose(0, 1)[:, :, None, :]
+    return attention(q[None], k.flatten(1, 2)[None], ring.v[None], ring.token_valid.view(1, 1, 1, -1))[0]
 
 
 def rope_2d_tables(
