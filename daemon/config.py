@@ -59,6 +59,9 @@ class ModelConfig:
     """"auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"."""
     max_batch: int = 16
     """Most frames (one per session) in one model step."""
+    cuda_graphs: bool = True
+    """On a CUDA device, replay each batch's whole frame (encode, steps, decode) as one captured
+    CUDA graph; false runs every step eagerly. A capture that fails falls back to eager with a warning."""
     batch_wait_ms: float = 4.0
     """How long a step may wait for other streaming sessions' frames to join it (0 = never)."""
 

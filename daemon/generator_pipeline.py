@@ -7,6 +7,9 @@ generator in one batch, and puts an exception in the slot of any frame that cann
 Style names from ``styles()`` may be used as prompts; they map to their canonical prompt.
 Any frame size is served: frames are padded (edge pixels repeated) up to the model's size
 multiple (16 for the presets, so 1920x1080 runs at 1920x1088) and the output is cropped back.
+On CUDA each group of sessions replays a captured CUDA graph of the whole frame
+(``CudaGraphRunner``, one per group, captured on the group's first frame); with
+``cuda_graphs=False``, or if a capture fails, steps run eagerly.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 
 from morphcam.model.checkpoint import load_model
 from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
+from morphcam.model.cuda_graph import CudaGraphRunner
 from morphcam.model.generator import StreamGenerator, StreamSession
 from morphcam.model.styles import STYLES, style_prompt
 
@@ -72,18 +76,32 @@ def _prompts(change: PromptChange) -> list[tuple[str, float]]:
 class GeneratorPipeline(Pipeline):
     """Serves the diffusion generator to the daemon. Build it with ``GeneratorPipeline.load``."""
 
-    def __init__(self, generator: StreamGenerator, preset: str) -> None:
+    # Captured graphs kept at once (each holds its own intermediates); the oldest goes first.
+    MAX_GRAPHS = 8
+
+    def __init__(self, generator: StreamGenerator, preset: str, cuda_graphs: bool = True) -> None:
         self.generator = generator
         self.name = f"generator:{preset}"
         dev = generator.device
         self.device = f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type
         self._sessions: dict[str, _Session] = {}
+        self.cuda_graphs = cuda_graphs and dev.type == "cuda"
+        # One runner per group of sessions (by identity, in batch order) and frame size.
+        self._runners: dict[tuple, CudaGraphRunner] = {}
 
     @classmethod
     def load(
-        cls, preset: str = "tiny", checkpoint: str | None = None, device: str = "auto", dtype: str = "auto"
+        cls,
+        preset: str = "tiny",
+        checkpoint: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cuda_graphs: bool = True,
     ) -> "GeneratorPipeline":
-        """Load the model (``checkpoint``, else the preset's shipped weights, else random weights)."""
+        """Load the model (``checkpoint``, else the preset's shipped weights, else random weights).
+
+        ``cuda_graphs``: on a CUDA device, replay each group's frames as one captured graph.
+        """
         ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
         dev = _resolve_device(device)
         model = load_model(preset, checkpoint, device=dev, dtype=_resolve_dtype(dtype, dev))
@@ -92,7 +110,7 @@ class GeneratorPipeline(Pipeline):
                 f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
-        pipeline = cls(StreamGenerator(model), model.config.name)
+        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs)
         pipeline.warmup()
         return pipeline
 
@@ -126,7 +144,9 @@ class GeneratorPipeline(Pipeline):
         self._sessions[session_id] = _Session(session, params.width, params.height)
 
     def close_session(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        entry = self._sessions.pop(session_id, None)
+        if entry is not None:  # its graphs point at its cache: free them
+            self._runners = {k: r for k, r in self._runners.items() if entry.stream not in r.sessions}
 
     def _session(self, session_id: str) -> StreamSession:
         return self._entry(session_id).stream
@@ -181,6 +201,24 @@ class GeneratorPipeline(Pipeline):
             x = F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
         return x
 
+    def _run(self, sessions: list[StreamSession], frames: torch.Tensor) -> torch.Tensor:
+        """One generator step for a group, through its CUDA graph when graphs are on."""
+        if not self.cuda_graphs:
+            return self.generator.step(sessions, frames)
+        key = (tuple(id(s) for s in sessions), frames.shape[-1], frames.shape[-2])
+        runner = self._runners.pop(key, None)
+        if runner is None:
+            if len(self._runners) >= self.MAX_GRAPHS:
+                self._runners.pop(next(iter(self._runners)))
+            runner = CudaGraphRunner(self.generator, sessions, frames.shape[-1], frames.shape[-2])
+        self._runners[key] = runner  # re-inserted: the dict's order is least recently used first
+        out = runner.step(frames)
+        if runner.capture_error is not None:
+            log.warning("CUDA graph capture failed, running eagerly from now on: %s", runner.capture_error)
+            self.cuda_graphs = False
+            self._runners.clear()
+        return out
+
     def step(self, batch: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray | Exception]:
         out: list[np.ndarray | Exception] = [RuntimeError("not processed")] * len(batch)
         groups: dict[tuple[int, int], list[tuple[int, _Session, torch.Tensor]]] = defaultdict(list)
@@ -198,7 +236,7 @@ class GeneratorPipeline(Pipeline):
         for items in groups.values():
             try:
                 frames = torch.stack([t for _, _, t in items])[:, None].to(self.generator.device)
-                result = self.generator.step([s.stream for _, s, _ in items], frames)
+                result = self._run([s.stream for _, s, _ in items], frames)
                 pixels = result[:, 0].float().permute(0, 2, 3, 1).cpu().numpy()
             except Exception as e:  # a failing group fails only its own frames
                 log.exception("generator step failed for %d session(s)", len(items))

@@ -177,7 +177,7 @@ def build_pipeline(model) -> Pipeline:
         from .generator_pipeline import GeneratorPipeline
 
         return GeneratorPipeline.load(preset=model.preset, checkpoint=model.checkpoint or None,
-                                      device=model.device, dtype=model.dtype)
+                                      device=model.device, dtype=model.dtype, cuda_graphs=model.cuda_graphs)
     except Exception as exc:  # fail open: any load failure serves frames unchanged
         log.error("model %s could not be loaded, serving passthrough: %s", model.preset, exc)
         return PassthroughPipeline(note=f"model {model.preset!r} failed to load: {exc}")

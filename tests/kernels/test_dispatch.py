@@ -114,3 +114,18 @@ def test_split_step_equals_step(text_encoder):
         gen.finish([b])
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert b.cache.frames_seen == a.cache.frames_seen == 4 and b.frames_out == 4
+
+
+def test_daemon_option_threads_to_the_pipeline(text_encoder):
+    import numpy as np
+
+    from morphcam.daemon.config import ModelConfig as DaemonModelConfig
+    from morphcam.daemon.generator_pipeline import GeneratorPipeline
+    from morphcam.daemon.pipeline import PromptChange, SessionParams
+
+    assert DaemonModelConfig().cuda_graphs is True
+    pipe = GeneratorPipeline(StreamGenerator(_model("cpu"), text_encoder), "test", cuda_graphs=True)
+    assert not pipe.cuda_graphs  # graphs are a CUDA feature; a CPU pipeline steps eagerly
+    pipe.open_session("a", SessionParams(32, 32, PromptChange.single("pencil sketch"), seed=0))
+    out = pipe.step([("a", np.zeros((32, 32, 3), np.uint8))])[0]
+    assert isinstance(out, np.ndarray) and out.shape == (32, 32, 3)
