@@ -64,7 +64,8 @@ class ForcingDraw:
     history: (B, T) bool, True for frames whose clean latent is degraded
     kind: (B,) long, the degradation of each clip (NONE, NOISE, BLUR or ROLLOUT)
     extra_std: (B,) std of the NOISE kind; extra_noise, rollout_noise: (B, T, C, h, w)
-    needs_rollout: host-side flag, True if any clip uses ROLLOUT (decided without a device sync)
+    rollout_rows: (R,) long, the clips that use ROLLOUT (only they are rolled out)
+    needs_rollout: host-side flag, R > 0 (decided without a device sync)
     """
 
     sigma: torch.Tensor
@@ -75,6 +76,7 @@ class ForcingDraw:
     extra_std: torch.Tensor
     extra_noise: torch.Tensor
     rollout_noise: torch.Tensor
+    rollout_rows: torch.Tensor
     needs_rollout: bool
 
 
@@ -115,6 +117,7 @@ def draw_forcing(
         extra_std=_to_device(extra_std, device),
         extra_noise=extra_noise,
         rollout_noise=rollout_noise,
+        rollout_rows=_to_device((kind == ROLLOUT).nonzero().flatten(), device),
         needs_rollout=bool((kind == ROLLOUT).any()),
     )
 

@@ -116,8 +116,12 @@ class DenoiserObjective(nn.Module):
         cfg = self.config
         cond, x0 = self.encode(inputs), self.encode(targets)
         rollout = None
-        if draw.needs_rollout:
-            rollout = self.self_rollout(cond, draw.rollout_noise, pooled, tokens, cfg.history.rollout_steps)
+        if draw.needs_rollout:  # only the clips that use it: a rollout costs 1-2 extra forwards
+            rows = draw.rollout_rows
+            own = self.self_rollout(
+                cond[rows], draw.rollout_noise[rows], pooled[rows], tokens[rows], cfg.history.rollout_steps
+            )
+            rollout = torch.zeros_like(x0).index_copy_(0, rows, own)
         history_x0 = degrade_history(x0, draw, cfg.history.blur_factor, rollout)
         s = draw.sigma[..., None, None, None]
         x = torch.lerp(history_x0, draw.noise, s)

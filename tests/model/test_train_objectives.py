@@ -105,3 +105,17 @@ def test_denoiser_overfits_a_batch(tmp_path, text_encoder):
     losses = _losses(Trainer(cfg, source=FixedBatch(batch), text_encoder=text_encoder), 40)
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.7 * first, losses
+
+
+def test_self_rollout_of_some_clips_equals_rolling_out_all(tmp_path):
+    """Only the clips that use a rollout history are rolled out; each clip's rollout is its own."""
+    mc = tiny_model()
+    objective = DenoiserObjective(randomized(mc), train_config(tmp_path, stage="denoiser", model=mc))
+    g = torch.Generator().manual_seed(7)
+    cond, noise = torch.randn(3, 4, 4, 4, 4, generator=g), torch.randn(3, 4, 4, 4, 4, generator=g)
+    pooled, tokens = torch.randn(3, mc.text_dim, generator=g), torch.randn(3, mc.text_tokens, mc.text_dim, generator=g)
+    every = objective.self_rollout(cond, noise, pooled, tokens, steps=2)
+    rows = torch.tensor([0, 2])
+    some = objective.self_rollout(cond[rows], noise[rows], pooled[rows], tokens[rows], steps=2)
+    torch.testing.assert_close(some, every[rows], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(every, objective.self_rollout(cond, noise, pooled, tokens, steps=1))
