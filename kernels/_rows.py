@@ -20,6 +20,10 @@ def frame_rows(mod: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, int, i
     return mod, sb, st
 
 
-def row_block(d_block: int, target: int = 8192) -> int:
-    """Rows per program so a tile holds about ``target`` elements (a power of two, 1 to 64)."""
+def row_block(d_block: int, target: int = 2048) -> int:
+    """Rows per program so a tile holds about ``target`` elements (a power of two, 1 to 64).
+
+    Small tiles on purpose: a frame is a few hundred rows, and the latency of one launch is
+    lowest when every SM gets a program or two rather than a few SMs getting all the rows.
+    """
     return max(1, min(64, target // d_block))

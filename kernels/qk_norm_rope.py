@@ -88,7 +88,8 @@ def _qk_norm_rope_kernel(
 
 def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n) -> None:
     b, h, length, dh = q.shape
-    block_l = max(16, min(128, 8192 // dh))
+    # Frames are small (144-576 tokens): short row blocks give the GPU enough programs (~2 per SM).
+    block_l = max(16, min(64, triton.next_power_of_2(triton.cdiv(b * h * length, 264)), 4096 // dh))
     for t in (q, k, v):
         if t.stride(-1) != 1:
             raise ValueError("q, k and v need a unit stride along head_dim")
@@ -134,6 +135,8 @@ def qk_norm_rope(
         raise ValueError(f"{len(ring)} rings for a batch of {b}")
     # Sessions own separate caches, so each batch row is one launch into its own ring.
     for i, r in enumerate(ring):
+        if not (r.k.is_contiguous() and r.v.is_contiguous()):
+            raise ValueError("the ring's k and v must be contiguous (H, slots * N, Dh) views")
         _launch(
             q[i : i + 1], k[i : i + 1], v[i : i + 1], q_weight, k_weight, cos, sin, eps,
             q_out[i : i + 1], r.k, r.v, r.slot, r.k.shape[1], n,

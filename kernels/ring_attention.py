@@ -35,6 +35,7 @@ def _ring_attention_kernel(
     DH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,  # fp32 inputs: exact fp32 dots (the default would round them to tf32)
 ):
     h = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -56,14 +57,22 @@ def _ring_attention_kernel(
             valid = tl.load(valid_ptr + s * N + kn, mask=kmask, other=0) != 0
             krow = kv_base + s * N + kn
             k = tl.load(k_ptr + krow[:, None] * DH + cols[None, :], mask=kmask[:, None], other=0.0)
-            scores = (tl.dot(q, tl.trans(k)) + qe[:, None]) * qk_scale
+            if IEEE:
+                qk = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                qk = tl.dot(q, tl.trans(k))
+            scores = (qk + qe[:, None]) * qk_scale
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, axis=1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(scores - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(v_ptr + krow[:, None] * DH + cols[None, :], mask=kmask[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if IEEE:
+                pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                pv = tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + pv
             m_i = m_new
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     tl.store(out_ptr + (h.to(tl.int64) * Lq + rows[:, None]) * DH + cols[None, :], out.to(out_ptr.dtype.element_ty),
@@ -74,6 +83,8 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     """q: (H, Lq, Dh) the chunk's queries (already normalised and rotated). Returns (H, Lq, Dh)."""
     h, lq, dh = q.shape
     slots, n = ring.token_valid.shape
+    if not (ring.k.is_contiguous() and ring.v.is_contiguous()):
+        raise ValueError("the ring's k and v must be contiguous (H, slots * N, Dh) views")
     q = q.contiguous()
     out = torch.empty_like(q)
     # Small problems leave most SMs idle at 64 query rows per program: take 16-row tiles there.
@@ -83,7 +94,7 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     _ring_attention_kernel[grid](
         q, ring.k, ring.v, ring.frame_idx, ring.token_valid.view(torch.uint8), ring.frame_emb.contiguous(), out,
         h, lq, slots, n, (1.0 / math.sqrt(dh)) * 1.4426950408889634,
-        DH=dh, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=2,
+        DH=dh, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2,
     )
     return out
 

@@ -12,7 +12,7 @@ counters) around the replay, so a graphed stream computes what the eager one com
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -28,10 +28,20 @@ class CudaGraphRunner:
     static output buffer, overwritten by the next step: copy or consume it first.
     """
 
-    def __init__(self, generator: StreamGenerator, sessions: Sequence[StreamSession], width: int, height: int) -> None:
+    def __init__(
+        self,
+        generator: StreamGenerator,
+        sessions: Sequence[StreamSession],
+        width: int,
+        height: int,
+        forward: Callable[[Sequence[StreamSession], StepInputs], torch.Tensor] | None = None,
+    ) -> None:
+        """``forward``: what is captured, ``generator.forward`` by default (benchmarks pass a
+        torch.compile'd one)."""
         if generator.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, the generator is on {generator.device}")
         self.generator = generator
+        self.forward = forward or generator.forward
         self.sessions = tuple(sessions)
         self.inputs: StepInputs = generator.new_inputs(len(self.sessions), width, height)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -47,7 +57,7 @@ class CudaGraphRunner:
         gen = self.generator
         gen.prepare(self.sessions, frames, into=self.inputs)
         if self.graph is None:
-            out = gen.forward(self.sessions, self.inputs)
+            out = self.forward(self.sessions, self.inputs)
             gen.finish(self.sessions)
             if self.capture_error is None:
                 try:
@@ -67,5 +77,5 @@ class CudaGraphRunner:
         graph = torch.cuda.CUDAGraph()
         # thread_local: other daemon threads (frame decoding, previews) may touch CUDA meanwhile.
         with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = gen.forward(self.sessions, self.inputs)
+            output = self.forward(self.sessions, self.inputs)
         self.graph, self.output = graph, output
