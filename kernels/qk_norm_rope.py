@@ -89,7 +89,8 @@ def _qk_norm_rope_kernel(
 def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n) -> None:
     b, h, length, dh = q.shape
     # Frames are small (144-576 tokens): short row blocks give the GPU enough programs (~2 per SM).
-    block_l = max(16, min(64, triton.next_power_of_2(triton.cdiv(b * h * length, 264)), 4096 // dh))
+    # At most 32 rows: at 64 rows of Dh = 64 the pair split/join spills to local memory (sm_90 SASS).
+    block_l = max(16, min(32, triton.next_power_of_2(triton.cdiv(b * h * length, 264)), 2048 // dh))
     for t in (q, k, v):
         if t.stride(-1) != 1:
             raise ValueError("q, k and v need a unit stride along head_dim")

@@ -16,8 +16,8 @@ from morphcam.model.text import TextEncoder
 
 def test_force_is_scoped_and_nests(device):
     x = torch.zeros(2, device=device)
-    default = dispatch.use_triton(x)
-    assert default == (device == "cuda")  # the torch path is the default on a CPU
+    with torch.no_grad():
+        assert dispatch.use_triton(x) == (device == "cuda")  # the torch path is the default on a CPU
     with torch.no_grad(), dispatch.force("triton"):
         assert dispatch.forced() == "triton" and dispatch.use_triton(x)
         with dispatch.force("torch"):
@@ -37,7 +37,7 @@ def test_autograd_always_takes_torch():
     assert y.grad_fn is not None
 
 
-def test_ops_route_to_the_kernels(monkeypatch):
+def test_ops_route_to_the_kernels(monkeypatch, device):
     calls = []
     real = dispatch.kernel
 
@@ -46,8 +46,8 @@ def test_ops_route_to_the_kernels(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(dispatch, "kernel", spy)
-    x = torch.randn(1, 1, 4, 8)
-    mod = torch.randn(1, 1, 1, 8)
+    x = torch.randn(1, 1, 4, 8, device=device)
+    mod = torch.randn(1, 1, 1, 8, device=device)
     with torch.no_grad(), dispatch.force("triton"):
         fused = ops.layer_norm_modulate(x, mod, mod, 1e-6), ops.gated_residual(x, x, mod), ops.gelu(x)
     assert calls == ["layer_norm_modulate", "gated_residual", "gelu"]
