@@ -80,7 +80,9 @@ def use_triton(x: torch.Tensor) -> bool:
     return x.is_cuda and is_available()
 
 
+@functools.lru_cache(maxsize=None)
 def kernel(name: str) -> Callable:
-    """The public Triton wrapper ``morphcam.kernels.<name>.<name>`` (imports Triton on first use)."""
+    """The public Triton wrapper ``morphcam.kernels.<name>.<name>`` (imports Triton on first use;
+    memoised, since eager steps ask ~100 times a frame)."""
     module = importlib.import_module(f"morphcam.kernels.{name}")
     return getattr(module, name)

@@ -89,3 +89,31 @@ def test_stream_step_never_syncs(backend):
                 gen.step([session], frame)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_daemon_pipeline_with_graphs_matches_eager():
+    """Two sessions join, one leaves: graphs are recaptured per group and frames match eager ones."""
+    import numpy as np
+
+    from morphcam.daemon.generator_pipeline import GeneratorPipeline
+    from morphcam.daemon.pipeline import PromptChange, SessionParams
+
+    pipes = [GeneratorPipeline.load("tiny", device="cuda", cuda_graphs=g) for g in (False, True)]
+    assert pipes[1].cuda_graphs and not pipes[0].cuda_graphs
+    rng = np.random.default_rng(0)
+    for p in pipes:
+        p.open_session("a", SessionParams(256, 144, PromptChange.single("pencil sketch"), seed=1))
+    for i in range(10):
+        if i == 3:
+            for p in pipes:
+                p.open_session("b", SessionParams(256, 144, PromptChange.single("oil painting"), seed=2))
+        if i == 7:
+            for p in pipes:
+                p.close_session("a")
+        ids = [s for s in ("a", "b") if s in pipes[0]._sessions]
+        batch = [(s, rng.integers(0, 256, (144, 256, 3), dtype=np.uint8)) for s in ids]
+        eager, graphed = (p.step(batch) for p in pipes)
+        for e, g in zip(eager, graphed):
+            assert isinstance(g, np.ndarray), g
+            assert np.abs(e.astype(int) - g.astype(int)).max() <= 3
+    assert pipes[1].cuda_graphs and len(pipes[1]._runners) == 1  # the closed session's graphs are gone
