@@ -49,3 +49,18 @@ def test_readme_and_ci_run_the_same_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in readme and "test-command" in ci
+
+
+def test_readme_config_block_is_valid_and_complete():
+    import dataclasses
+    import re
+
+    from morphcam.daemon import config
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"### Configuration.*?```toml\n(.*?)```", readme, re.S).group(1)
+    data = tomllib.loads(block)
+    parsed = config.parse(data)  # every key the README shows is a real one
+    for name in ("server", "model", "session", "panel", "log"):
+        fields = {f.name for f in dataclasses.fields(type(parsed.section(name)))}
+        assert fields == set(data[name]), f"README's [{name}] misses {sorted(fields - set(data[name]))}"
