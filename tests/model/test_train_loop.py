@@ -124,3 +124,24 @@ def test_cli_names_a_missing_data_folder(tmp_path, capsys):
     assert morphcam(["train", "autoencoder", "--data", str(missing), "--out", str(tmp_path / "o"), "--device", "cpu",
                      "--size", "64x48", "--quiet"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_cli_trains_on_a_folder_of_ones_own_paired_clips(tmp_path):
+    """The same command trains on a user's folder: real videos written with PyAV, a prompt file."""
+    from morphcam.daemon.sample import facecam_frame
+    from morphcam.daemon.video import VideoWriter
+
+    example = tmp_path / "clips" / "my-look"
+    example.mkdir(parents=True)
+    with VideoWriter(example / "input.mp4", 64, 48, 30) as src, VideoWriter(example / "target.mp4", 64, 48, 30) as dst:
+        for i in range(6):
+            frame = facecam_frame(i / 30, 64, 48)
+            src.write(frame)
+            dst.write(255 - frame)  # the look to learn: a negative
+    (example / "prompt.txt").write_text("a photo negative\ninverted colours\n")
+    out = tmp_path / "ae"
+    assert morphcam(["train", "autoencoder", "--data", str(tmp_path / "clips"), "--out", str(out), "--preset", "tiny",
+                     "--steps", "2", "--batch", "1", "--frames", "2", "--size", "64x48", "--device", "cpu",
+                     "--eval-batches", "0", "--log-interval", "1", "--quiet"]) == 0
+    events = [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert events[:2] == ["train", "train"] and (out / "model.safetensors").is_file()
