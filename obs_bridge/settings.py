@@ -193,25 +193,16 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def load_sections(path: str | None, sections: dict[str, type]) -> dict[str, Any]:
-    """The named sections of the product's TOML file (defaults when ``path`` is None).
-
-    Goes through ``morphcam.daemon.config`` so that unknown keys are errors that name the key.
-    ``sections`` maps section name -> frozen dataclass, e.g. {"bridge": BridgeSettings}.
-    """
+    """The named sections of the product's TOML file (defaults when ``path`` is None), read and
+    validated by the product's one loader (``morphcam.daemon.config``): unknown keys anywhere in
+    the file are errors that name the key. ``sections`` maps names to the expected classes."""
     from morphcam.daemon import config as product_config
 
-    if set(sections) <= set(product_config.SECTIONS):
-        loaded = product_config.load(path)
-        return {name: loaded.section(name) for name in sections}
-    # The loader does not know these sections yet: read them alone with its strict builder.
-    import tomllib
-    from pathlib import Path
-
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8")) if path else {}
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise product_config.ConfigError(f"cannot read config file {path}: {e}") from None
-    try:
-        return {name: product_config.build(cls, data.get(name, {}), name) for name, cls in sections.items()}
-    except product_config.ConfigError as e:
-        raise product_config.ConfigError(f"{path}: {e}") from None
+    loaded = product_config.load(path)
+    out = {}
+    for name, cls in sections.items():
+        section = loaded.section(name)
+        if not isinstance(section, cls):
+            raise TypeError(f"[{name}] is registered as {type(section).__name__}, not {cls.__name__}")
+        out[name] = section
+    return out
