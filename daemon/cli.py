@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "transform": ("morphcam.daemon.transform", "restyle a video file or image folder into a video file"),
     "live": ("morphcam.obs_bridge.live", "bridge a camera or OBS through the daemon to a virtual camera or OBS"),
     "train": ("morphcam.model.train.cli", "train the autoencoder and the denoiser"),
+    "evaluate": ("morphcam.model.evaluate", "measure a checkpoint against the style teachers"),
     "doctor": ("morphcam.obs_bridge.doctor", "check GPU, virtual camera, OBS WebSocket and ports, and say what to fix"),
 }
 
