@@ -357,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
         frames, fps = load_input(args.input, args.size, args.frames, args.fps)
         frames = frames.to(device)  # teachers and metrics run beside the model
         sheet, video = _outputs(args, target)
+        torch.manual_seed(args.seed)  # random weights (no checkpoint) are then the same on every run
         try:
             model = load_model(args.preset, args.checkpoint, device)
         except (FileNotFoundError, CheckpointError) as exc:
