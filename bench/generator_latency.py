@@ -23,10 +23,7 @@ import time
 import numpy as np
 import torch
 
-
-def _parse_size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    return int(w), int(h)
+from morphcam.daemon.cli import frame_size
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -146,7 +143,7 @@ def main() -> None:
     rows = []
     for i, preset in enumerate(presets):
         cfg = ModelConfig.from_name(preset)
-        size = _parse_size(sizes[i]) if i < len(sizes) else (cfg.width, cfg.height)
+        size = frame_size(sizes[i]) if i < len(sizes) else (cfg.width, cfg.height)
         rows.append(bench(preset, size, args))
         r = rows[-1]
         print(

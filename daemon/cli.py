@@ -22,6 +22,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type for WIDTHxHEIGHT options of every subcommand."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 256x144, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size {w}x{h}: width and height must be positive")
+    return w, h
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"usage: morphcam COMMAND [options]   (morphcam COMMAND --help for its options)", "", "commands:"]

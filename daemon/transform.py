@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import config as config_mod
+from .cli import frame_size
 from .client import DaemonClient, DaemonError, StreamSettings
 from .logs import setup_logging
 from .serve import add_config_argument
@@ -28,10 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x288, got {text!r}") from None
+    w, h = frame_size(text)
     if w < 16 or h < 16 or w % 2 or h % 2:
         raise argparse.ArgumentTypeError(f"size {w}x{h}: width and height must be even and at least 16")
     return w, h

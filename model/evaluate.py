@@ -34,6 +34,7 @@ from torch import Tensor
 from . import metrics
 from .teachers import TEACHERS, StyleTeacher, teacher_for_prompt
 from .text import check_prompt
+from morphcam.daemon.cli import frame_size
 
 # on_chunk(first_index, inputs, teacher_out or None, model_out): each (F, 3, H, W) in [0, 1].
 ChunkHook = Callable[[int, Tensor, "Tensor | None", Tensor], None]
@@ -179,7 +180,6 @@ def drift(psnr: list[float], window: int = 1000) -> dict | None:
     return {"window": w, "psnr_first_db": first, "psnr_last_db": last, "delta_db": last - first}
 
 
-
 # ---- the command ---------------------------------------------------------------------------------
 FACECAM = "facecam"
 SHEET_COLUMNS = 4
@@ -187,14 +187,6 @@ SHEET_COLUMNS = 4
 
 class UsageError(ValueError):
     """Arguments that cannot be evaluated; the message says what to pass instead."""
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x144, got {text!r}") from None
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,7 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint file, folder or repo id (default: shipped weights, else random)")
     parser.add_argument("--preset", default="tiny", help="model preset when no checkpoint says otherwise (default tiny)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--size", type=_size, default=(256, 144), help="evaluate at WxH (default 256x144)")
+    parser.add_argument("--size", type=frame_size, default=(256, 144), help="evaluate at WxH (default 256x144)")
     parser.add_argument("--seed", type=int, default=0, help="noise and teacher seed (default 0)")
     parser.add_argument("--strength", type=float, help="0..1 (default: the model's)")
     parser.add_argument("--out-dir", help="folder for the default sheet and video (default: the working folder)")

@@ -18,14 +18,7 @@ import logging
 import sys
 
 from .config import LOSS_WEIGHTINGS, NOISE_SAMPLINGS, PRECISIONS, STAGES, TrainConfig
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x144, got {text!r}") from None
-    return w, h
+from morphcam.daemon.cli import frame_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max grad norm, 0 = off")
     parser.add_argument("--ema", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})")
     parser.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
-    parser.add_argument("--size", type=_size, default=(d.width, d.height), help="clip size WxH (default 256x144)")
+    parser.add_argument("--size", type=frame_size, default=(d.width, d.height), help="clip size WxH (default 256x144)")
     parser.add_argument("--data", default=d.data, help='"synthetic" or a folder of paired clips')
     parser.add_argument("--out", help="output folder (default runs/STAGE)")
     parser.add_argument("--init", help="start from this checkpoint (the denoiser takes the autoencoder run's)")

@@ -125,12 +125,9 @@ class FakeTwitchServer:
             self._clients.clear()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()
+        from helpers.daemons import wait_until
+
+        return wait_until(predicate, timeout)
 
     def wait_joined(self, channel: str, timeout: float = 5.0) -> bool:
         return self.wait_for(lambda: bool(self._joined(channel)), timeout)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from helpers.daemons import wait_until as wait
 from helpers.fake_twitch import FakeTwitchServer, RecordingTarget
 from morphcam.obs_bridge.chat.service import ChatService, start_chat
 from morphcam.obs_bridge.chat.settings import ChatSettings, ConnectionSettings, RateSettings
@@ -50,15 +51,6 @@ def running():
     yield _run
     for svc in services:
         svc.stop()
-
-
-def wait(predicate, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def applied(svc: ChatService, target: RecordingTarget, method: str, n: int = 1) -> list:

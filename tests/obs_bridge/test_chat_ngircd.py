@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from helpers.daemons import wait_until as wait
 from helpers.fake_twitch import RecordingTarget
 from morphcam.obs_bridge.chat.service import ChatService
 from morphcam.obs_bridge.chat.settings import ChatSettings, ConnectionSettings
@@ -126,15 +127,6 @@ class Viewer:
     def close(self) -> None:
         self.send("QUIT :bye")
         self.sock.close()
-
-
-def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_plain_irc_against_ngircd(ngircd):
