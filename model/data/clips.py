@@ -89,6 +89,11 @@ class SyntheticClips:
         """The wordings this split draws prompts from."""
         return teacher.heldout_paraphrases if self.split == "eval" else teacher.train_prompts
 
+    def prompt_for(self, style: str, u: float) -> str:
+        """One of this split's wordings for ``style``, picked by ``u`` in [0, 1)."""
+        wordings = self.prompts_of(TEACHERS[style])
+        return wordings[min(int(u * len(wordings)), len(wordings) - 1)]
+
     def sample(self, batch_size: int) -> ClipBatch:
         """``batch_size`` new clips: inputs, teacher targets, prompts, styles, seeds."""
         rng, spec, dev = self._rng, self.spec, self.device

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=d.loss_weighting)
     parser.add_argument("--history-prob", type=float, default=d.history.prob,
                         help=f"share of clips whose history is degraded (default {d.history.prob})")
+    parser.add_argument("--sampler-prob", type=float, default=d.sampler_prob,
+                        help=f"share of frames trained at the stream sampler's own levels (default {d.sampler_prob})")
+    parser.add_argument("--pool", type=int, default=d.pool_size,
+                        help="clips kept on the device and reused (0 = fresh clips every step; e.g. 2048 on a GPU)")
+    parser.add_argument("--pool-refresh", type=int, default=d.pool_refresh,
+                        help=f"pooled clips replaced by new ones per step (default {d.pool_refresh})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -84,6 +90,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         noise_sampling=args.noise_sampling,
         loss_weighting=args.loss_weighting,
         history=dataclasses.replace(d.history, prob=args.history_prob),
+        sampler_prob=args.sampler_prob,
+        pool_size=args.pool,
+        pool_refresh=args.pool_refresh,
         quiet=args.quiet,
     )
 

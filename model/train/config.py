@@ -100,7 +100,16 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     loss_weighting: str = "uniform"
+    # Share of frames trained at the sampler's own levels (the preset's ``sigmas`` at its default
+    # strength, with the step sizes the sampler passes): the 1-2 levels every streamed frame goes
+    # through, which a logit-normal draw alone almost never visits at sigma near 1.
+    sampler_prob: float = 0.5
     history: HistoryAugment = field(default_factory=HistoryAugment)
+    # A pool of clips kept on the device (0 = fresh clips every step): each step draws its batch
+    # from the pool and replaces ``pool_refresh`` clips with new ones, so the style teachers run
+    # on a fraction of the clips the model sees. A resumed run refills its pool with new clips.
+    pool_size: int = 0
+    pool_refresh: int = 4
 
     def __post_init__(self) -> None:
         p = []
@@ -140,6 +149,12 @@ class TrainConfig:
             p.append(f"logit_std must be > 0, got {self.logit_std}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             p.append(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if not 0.0 <= self.sampler_prob <= 1.0:
+            p.append(f"sampler_prob must be in [0, 1], got {self.sampler_prob}")
+        if self.pool_size < 0 or (0 < self.pool_size < self.batch_size):
+            p.append(f"pool_size must be 0 (off) or at least the batch size {self.batch_size}, got {self.pool_size}")
+        if self.pool_size and not 0 <= self.pool_refresh <= self.pool_size:
+            p.append(f"pool_refresh must be in [0, pool_size], got {self.pool_refresh}")
         for name in ("l2_weight", "grad_weight", "latent_rms_weight"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")

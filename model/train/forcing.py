@@ -55,6 +55,31 @@ def loss_weights(sigma: torch.Tensor, weighting: str) -> torch.Tensor:
     raise ValueError(f"unknown loss weighting {weighting!r}")
 
 
+def sampler_levels(config: TrainConfig) -> tuple[list[float], list[float]]:
+    """The noise levels a streamed frame goes through and the step size passed at each: the
+    preset's ``sigmas`` scaled by its default strength. Returns (levels, steps), host floats."""
+    mc = config.model
+    levels = [mc.default_strength * s for s in (*mc.sigmas, 0.0)]
+    return levels[:-1], [a - b for a, b in zip(levels[:-1], levels[1:])]
+
+
+def _at_sampler_levels(
+    config: TrainConfig, sigma: torch.Tensor, step: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a ``sampler_prob`` share of the frames (independently) onto the sampler's levels, each
+    level equally likely, with the sampler's step size. sigma, step: (B, T) -> (B, T), (B, T)."""
+    levels, steps = sampler_levels(config)
+    device = sigma.device
+    pick = torch.rand(sigma.shape, generator=gen, device=device) < config.sampler_prob
+    idx = torch.randint(len(levels), sigma.shape, generator=gen, device=device)
+    # Pinned, asynchronous copies of host floats: nothing waits for the queued GPU work.
+    lv = _to_device(torch.tensor(levels, dtype=sigma.dtype), device)[idx]
+    st = _to_device(torch.tensor(steps, dtype=step.dtype), device)[idx]
+    # A level of exactly 0 (strength 0) has no target worth learning: keep the random draw there.
+    pick &= lv > 0
+    return torch.where(pick, lv, sigma), torch.where(pick, st, step)
+
+
 @dataclass
 class ForcingDraw:
     """The random choices of one denoiser step for a batch of B clips of T latent frames.
@@ -98,6 +123,8 @@ def draw_forcing(
     # covers the sizes the sampler passes, so a later shortcut stage starts from a model that has
     # seen them.
     step = torch.rand((b, t), generator=dev_gen, device=device) * sigma
+    if config.sampler_prob > 0:
+        sigma, step = _at_sampler_levels(config, sigma, step, dev_gen)
     noise = torch.randn(latent_shape, generator=dev_gen, device=device)
     extra_noise = torch.randn(latent_shape, generator=dev_gen, device=device)
     rollout_noise = torch.randn(latent_shape, generator=dev_gen, device=device)

@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .distributed import all_gather_objects, destroy_process_group, dist_env, init_process_group, resolve_device
 from .forcing import draw_forcing, step_seed
 from .objectives import AutoencoderObjective, DenoiserObjective
-from .sources import ClipSource, make_source, restore_source, source_state
+from .sources import ClipSource, make_source, make_train_source, restore_source, source_state
 from .state import LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Trainer:
         )
         self.step = 0
 
-        self.source = source if source is not None else make_source(cfg, "train", env.rank, dev)
+        self.source = source if source is not None else make_train_source(cfg, env.rank, dev)
         self.eval_data: list[Any] = []
         if env.is_main and cfg.eval_batches:
             es = eval_source if eval_source is not None else make_source(cfg, "eval", 0, dev)

@@ -44,6 +44,16 @@ def make_source(config: TrainConfig, split: str, rank: int, device: torch.device
     return PairedClipFolder(config.data, spec, device=device, seed=seed)
 
 
+def make_train_source(config: TrainConfig, rank: int, device: torch.device | str) -> ClipSource:
+    """The training source: the configured one, behind a ``ClipPool`` when ``pool_size`` > 0."""
+    source = make_source(config, "train", rank, device)
+    if config.pool_size:
+        from .pool import ClipPool
+
+        return ClipPool(source, config.pool_size, config.pool_refresh, seed=config.seed * 7919 + rank, device=device)
+    return source
+
+
 def _generators(source: object) -> dict[str, Any]:
     return {
         name: value

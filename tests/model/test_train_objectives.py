@@ -22,7 +22,7 @@ def _draw(config, seed=0):
 
 @pytest.mark.parametrize("sampling", ["logit_normal", "uniform"])
 def test_each_frame_gets_its_own_noise_level(tmp_path, sampling):
-    cfg = train_config(tmp_path, stage="denoiser", noise_sampling=sampling)
+    cfg = train_config(tmp_path, stage="denoiser", noise_sampling=sampling, sampler_prob=0.0)
     d = _draw(cfg)
     assert d.sigma.shape == SHAPE[:2] and d.step.shape == SHAPE[:2]
     assert ((d.sigma > 0) & (d.sigma < 1)).all()
@@ -35,6 +35,28 @@ def test_each_frame_gets_its_own_noise_level(tmp_path, sampling):
     corr = torch.corrcoef(torch.stack((levels[:, :-1].flatten(), levels[:, 1:].flatten())))[0, 1]
     assert abs(float(corr)) < 0.05
     assert _draw(cfg).sigma.equal(d.sigma)  # seeded: the same step draws the same levels
+
+
+def test_a_share_of_frames_trains_at_the_sampler_levels(tmp_path):
+    """sampler_prob of the frames sit exactly on the streaming sampler's levels (sigmas at the
+    default strength) with its step sizes; the rest keep their random levels."""
+    mc = dataclasses.replace(tiny_model(), sigmas=(1.0, 0.5), default_strength=0.8)
+    cfg = train_config(tmp_path, stage="denoiser", model=mc, sampler_prob=0.4)
+    d = draw_forcing(cfg, (512, 8, 1, 2, 2), torch.Generator().manual_seed(1), torch.Generator().manual_seed(1), "cpu")
+    at_hi = torch.isclose(d.sigma, torch.tensor(0.8))
+    at_lo = torch.isclose(d.sigma, torch.tensor(0.4))
+    share = float((at_hi | at_lo).float().mean())
+    assert abs(share - 0.4) < 0.03
+    assert abs(float(at_hi.float().mean()) - 0.2) < 0.03  # both levels equally likely
+    assert torch.allclose(d.step[at_hi], torch.tensor(0.4)) and torch.allclose(d.step[at_lo], torch.tensor(0.4))
+    rest = ~(at_hi | at_lo)
+    assert ((d.step[rest] >= 0) & (d.step[rest] <= d.sigma[rest])).all()
+    assert len(torch.unique(d.sigma[rest])) == int(rest.sum())  # still one random level per frame
+    off = draw_forcing(train_config(tmp_path, stage="denoiser", model=mc, sampler_prob=0.0), (512, 8, 1, 2, 2),
+                       torch.Generator().manual_seed(1), torch.Generator().manual_seed(1), "cpu")
+    assert not torch.isclose(off.sigma, torch.tensor(0.8)).any()
+    with pytest.raises(ValueError, match="sampler_prob"):
+        train_config(tmp_path, sampler_prob=1.5)
 
 
 @pytest.mark.parametrize("kind", [NOISE, BLUR, ROLLOUT])
@@ -59,7 +81,9 @@ def test_history_augmentation_changes_only_history_frames(tmp_path, kind):
 def test_loss_is_block_causal(tmp_path, text_encoder):
     """Changing later frames (inputs, targets, noise, levels) leaves earlier frames' losses alone."""
     mc = tiny_model(sink_frames=1, window_frames=2)
-    cfg = train_config(tmp_path, stage="denoiser", model=mc, frames=6)
+    # Random levels only: a frame at the sampler's level 1.0 is pure noise, and changing its
+    # target would (rightly) change nothing downstream.
+    cfg = train_config(tmp_path, stage="denoiser", model=mc, frames=6, sampler_prob=0.0)
     objective = DenoiserObjective(randomized(mc), cfg)
     batch = FacecamClips(frames=6).sample(2)
     pooled, tokens = PromptEmbeddings(text_encoder, torch.device("cpu"))(batch.prompts)
