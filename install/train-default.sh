@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train the default `tiny` model on one GPU within a time budget: the autoencoder, then the
+# denoiser from it, each on synthetic clips from a device-side pool.
+#
+#   install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]
+#
+# Each stage is first timed for a few dozen steps, and its step count is then set so the run
+# ends inside its budget with the learning-rate schedule completed. Both runs are resumable
+# (`morphcam train STAGE ... --out OUT_DIR/STAGE --resume` with the same flags, which the log
+# OUT_DIR/commands.txt records). The result is OUT_DIR/dn/model.safetensors.
+set -euo pipefail
+shopt -s inherit_errexit
+
+out=${1:?usage: install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]}
+ae_s=${2:-240}
+dn_s=${3:-720}
+morphcam=${MORPHCAM:-morphcam}
+mkdir -p "$out"
+
+common=(--device cuda --preset tiny --size 256x144 --frames 8 --log-interval 50 --quiet)
+ae_flags=(--batch 32 --lr 1e-3 --ema 0.995 --pool 2048 --pool-refresh 8)
+dn_flags=(--batch 32 --lr 5e-4 --ema 0.999 --pool 2048 --pool-refresh 8 --sampler-prob 0.5 --history-prob 0.5)
+
+# Seconds per step of a stage: the last logged interval of a short run (after its pool filled).
+seconds_per_step() {
+  local stage=$1; shift
+  local dir
+  dir=$(mktemp -d)
+  "$morphcam" train "$stage" "${common[@]}" "$@" --steps 120 --warmup 10 --pool 256 \
+    --log-interval 40 --eval-batches 0 --ckpt-interval 100000 --out "$dir/run" >/dev/null
+  python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"train\"' in l]; print(r[-1]['s_per_step'])" \
+    "$dir/run/log.jsonl"
+  rm -rf "$dir"
+}
+
+steps_for() {  # budget seconds, seconds per step, seconds held back for filling the pool and saving
+  python3 -c "import sys; b, s, f = map(float, sys.argv[1:]); print(max(100, int((b - f) / s)))" "$1" "$2" "$3"
+}
+
+ae_sps=$(seconds_per_step autoencoder "${ae_flags[@]}") || { echo "timing the autoencoder failed" >&2; exit 1; }
+ae_steps=$(steps_for "$ae_s" "$ae_sps" 30)
+echo "autoencoder: ${ae_sps} s/step -> ${ae_steps} steps" | tee -a "$out/commands.txt"
+cmd=("$morphcam" train autoencoder "${common[@]}" "${ae_flags[@]}" --steps "$ae_steps" --warmup 200
+     --eval-interval 500 --ckpt-interval 500 --out "$out/ae" --resume)
+echo "${cmd[*]}" >>"$out/commands.txt"
+"${cmd[@]}"
+
+dn_sps=$(seconds_per_step denoiser "${dn_flags[@]}" --init "$out/ae/model.safetensors") ||
+  { echo "timing the denoiser failed" >&2; exit 1; }
+dn_steps=$(steps_for "$dn_s" "$dn_sps" 45)
+echo "denoiser: ${dn_sps} s/step -> ${dn_steps} steps" | tee -a "$out/commands.txt"
+cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$out/ae/model.safetensors"
+     --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)
+echo "${cmd[*]}" >>"$out/commands.txt"
+"${cmd[@]}"
+echo "done: $out/dn/model.safetensors" | tee -a "$out/commands.txt"
