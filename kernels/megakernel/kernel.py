@@ -1,0 +1,173 @@
+"""The persistent mega-kernel: one ``@triton.jit`` program per SM walks its queue of tiles.
+
+For each queued instruction a program waits until the previous stage's counter reaches its
+tile count (an acquire read in a bounded spin), runs the tile, and adds one to its own stage's
+counter (a release add). A CTA barrier before the signal makes every thread's stores part of
+the release; one after the wait spreads the acquire to every thread. If a wait spins more than
+``max_spin`` times, or another program has already failed, the program records the failure in
+``error`` ([code, instruction, program]) and skips the rest of its queue, so a hang ends as an
+error the host sees (``MegakernelExecutor`` then falls back) instead of a frozen stream.
+
+The grid never exceeds the SM count, so every program is resident and the waits can progress.
+Under ``TRITON_INTERPRET=1`` (CPU tests) it runs with a single program.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import triton
+import triton.language as tl
+
+from .buffers import StepBuffers, Weights
+from .program import FIELDS, Norm, Op, Program
+from .tiles import attn_part_tile, attn_reduce_tile, cross_tile, ln_tile, mm_tile, qk_rope_tile
+
+ERROR_TIMEOUT = 1  # error[0]: a wait spun max_spin times (or saw another program fail)
+
+
+@triton.jit
+def _megakernel(
+    instr,  # reads the instruction table (I, FIELDS) int32
+    queues,  # reads the per-program queues (P, QMAX) int32 instruction indices
+    queue_len,  # reads each program's queue length (P,) int32
+    counters,  # reads and increments the stage counters (stages,) int32, zeroed before launch
+    error,  # writes [code, instruction, program] (3,) int32 on a watchdog timeout
+    # Weights (stacked over layers; see buffers.Weights)
+    w_qkv, b_qkv,  # reads (L, 3D, D), (L, 3D)
+    q_norm, k_norm,  # reads (L, DH) each
+    frame_emb,  # reads (L, P, H, DH)
+    w_o, b_o,  # reads (L, D, D), (L, D)
+    w_cq, b_cq,  # reads (L, D, D), (L, D)
+    w_ckv, b_ckv,  # reads (L, 2D, D), (L, 2D)
+    w_co, b_co,  # reads (L, D, D), (L, D)
+    w_f1, b_f1,  # reads (L, FFN, D), (L, FFN)
+    w_f2, b_f2,  # reads (L, D, FFN), (L, D)
+    w_out, b_out,  # reads (PO, D), (PO,)
+    # Step buffers (see buffers.StepBuffers)
+    x,  # reads and writes the residual stream (M, D)
+    h,  # writes and reads the normalised rows (M, D)
+    qkv,  # writes and reads (M, 3D)
+    q,  # writes and reads the rotated queries (H, M, DH)
+    attn,  # writes and reads the self/cross attention output (M, D)
+    cq,  # writes and reads the cross queries (M, D)
+    ckv,  # writes and reads the prompt's keys and values (LT, 2D)
+    ffn,  # writes and reads the FFN activations (M, FFN)
+    out,  # writes patch_out's output (M, PO)
+    part_acc,  # writes and reads attention partials (S, H, M, DH) fp32
+    part_ml,  # writes and reads partial max and sum (2, S, H, M) fp32
+    norm_ac,  # reads the norms' (L + 1, 3, 2, T, D) tables
+    gates,  # reads the residual gates (L, 2, T, D)
+    text,  # reads the projected prompt tokens (LT, D)
+    cos, sin,  # read the RoPE tables (N, DH / 2)
+    ring_k, ring_v,  # write (chunk slots) and read the rings (lanes, L, H, S * N, DH), this step's lane
+    frame_idx,  # reads each slot's frame index (lanes, S) long
+    token_valid,  # reads (lanes, S, N) uint8
+    slot_idx,  # reads the chunk's slots (lanes, T) long
+    lane,  # reads the lane this step uses (1,) long
+    QMAX, max_spin, last, eps, sm_scale,  # last: run tiles with index <= last only (the rest just signal)
+    M, T, N, S, LT, PO, FP,
+    L, D: tl.constexpr, H: tl.constexpr, DH: tl.constexpr, FFN: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKV: tl.constexpr, BD: tl.constexpr,
+    BLT: tl.constexpr, IEEE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    ln = tl.load(lane).to(tl.int64)  # the ring buffers of this step's lane
+    ring_k += ln * L * H * S * N * DH
+    ring_v += ln * L * H * S * N * DH
+    frame_idx += ln * S
+    token_valid += ln * S * N
+    slot_idx += ln * T
+    n_items = tl.load(queue_len + pid)
+    ok = tl.full((), 1, tl.int32)
+    for i in range(0, n_items):
+        idx = tl.load(queues + pid * QMAX + i)
+        row = instr + idx * 8
+        op = tl.load(row + 0)
+        layer = tl.load(row + 1)
+        a = tl.load(row + 2)
+        b = tl.load(row + 3)
+        c = tl.load(row + 4)
+        wait = tl.load(row + 5)
+        target = tl.load(row + 6)
+        signal = tl.load(row + 7)
+        if (ok != 0) & (wait >= 0):
+            cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
+            err = tl.atomic_add(error, 0, sem="acquire")
+            spins = 0
+            while (cnt < target) & (err == 0) & (spins < max_spin):
+                cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
+                err = tl.atomic_add(error, 0, sem="acquire")
+                spins += 1
+            if (cnt < target) | (err != 0):  # timed out, or another program did: stop here
+                old = tl.atomic_cas(error, 0, 1)  # ERROR_TIMEOUT; the first failure names itself
+                if old == 0:
+                    tl.store(error + 1, idx)
+                    tl.store(error + 2, pid)
+                ok = tl.zeros_like(ok)
+        tl.debug_barrier()
+        if (ok != 0) & (idx <= last):
+            lay = layer.to(tl.int64)
+            if op == 0:  # Op.LN
+                ln_tile(x, h, norm_ac + ((lay * 3 + b) * 2) * T * D, a, M, T, N, eps, D, BM, BD)
+            elif op == 1:  # Op.MM_QKV
+                mm_tile(h, w_qkv + lay * 3 * D * D, b_qkv + lay * 3 * D, qkv, b_qkv, M, 3 * D, D, a, b, N,
+                        0, BM, BN, BK, IEEE)
+            elif op == 2:  # Op.QK_ROPE
+                qk_rope_tile(qkv, q_norm + lay * DH, k_norm + lay * DH, cos, sin, slot_idx, q,
+                             ring_k + lay * H * S * N * DH, ring_v + lay * H * S * N * DH,
+                             b, a, M, N, S, eps, D, DH, BM)
+            elif op == 3:  # Op.ATTN_PART
+                attn_part_tile(q, ring_k + lay * H * S * N * DH, ring_v + lay * H * S * N * DH, frame_idx,
+                               token_valid, frame_emb + lay * FP * H * DH, part_acc, part_ml,
+                               b, c, a, M, H, S, N, sm_scale, DH, BM, BKV, IEEE)
+            elif op == 4:  # Op.ATTN_REDUCE
+                attn_reduce_tile(part_acc, part_ml, attn, b, a, M, H, S, DH, BM)
+            elif op == 5:  # Op.MM_O: x += gate1 * (attn @ Wo^T + b)
+                mm_tile(attn, w_o + lay * D * D, b_o + lay * D, x, gates + lay * 2 * T * D, M, D, D, a, b, N,
+                        2, BM, BN, BK, IEEE)
+            elif op == 6:  # Op.MM_CKV
+                mm_tile(text, w_ckv + lay * 2 * D * D, b_ckv + lay * 2 * D, ckv, b_ckv, LT, 2 * D, D, a, b, N,
+                        0, BM, BN, BK, IEEE)
+            elif op == 7:  # Op.MM_CQ
+                mm_tile(h, w_cq + lay * D * D, b_cq + lay * D, cq, b_cq, M, D, D, a, b, N, 0, BM, BN, BK, IEEE)
+            elif op == 8:  # Op.CROSS_ATTN
+                cross_tile(cq, ckv, attn, b, a, M, LT, sm_scale, D, DH, BM, BLT, IEEE)
+            elif op == 9:  # Op.MM_CO: x += attn @ Wco^T + b
+                mm_tile(attn, w_co + lay * D * D, b_co + lay * D, x, b_co, M, D, D, a, b, N, 3, BM, BN, BK, IEEE)
+            elif op == 10:  # Op.MM_F1: gelu
+                mm_tile(h, w_f1 + lay * FFN * D, b_f1 + lay * FFN, ffn, b_f1, M, FFN, D, a, b, N,
+                        1, BM, BN, BK, IEEE)
+            elif op == 11:  # Op.MM_F2: x += gate2 * (ffn @ W2^T + b)
+                mm_tile(ffn, w_f2 + lay * D * FFN, b_f2 + lay * D, x, gates + (lay * 2 + 1) * T * D, M, D, FFN,
+                        a, b, N, 2, BM, BN, BK, IEEE)
+            else:  # Op.MM_OUT
+                mm_tile(h, w_out, b_out, out, b_out, M, PO, D, a, b, N, 0, BM, BN, BK, IEEE)
+        if ok != 0:
+            tl.debug_barrier()  # every thread's stores happen before the release below
+            tl.atomic_add(counters + signal, 1, sem="release")
+
+
+def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, error, eps: float,
+           max_spin: int = 1 << 22, last: int | None = None, num_warps: int = 4) -> None:
+    """Run ``program`` (already on the buffers' device) with one Triton program per queue.
+
+    counters: (stages,) int32, zeroed here; error: (3,) int32, left as it is (the caller zeroes
+    it once and checks it after the step); last: run only instructions 0..last (diffs).
+    """
+    s = program.shape
+    if FIELDS != 8 or Op.MM_OUT != 12 or Norm.FFN != 2:
+        raise RuntimeError("the kernel's opcode literals are out of date with program.Op")
+    counters.zero_()
+    last = len(program.instructions) - 1 if last is None else last
+    exact = bufs.x.dtype.itemsize == 4
+    _megakernel[(program.n_programs,)](
+        program.instructions, program.queues, program.queue_len, counters, error,
+        **{f.name: getattr(weights, f.name) for f in fields(weights)},
+        **{f.name: getattr(bufs, f.name) for f in fields(bufs)},
+        QMAX=program.queues.shape[1], max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
+        M=s.rows, T=s.frames, N=s.tokens_per_frame, S=s.slots, LT=s.text_tokens, PO=s.out_dim, FP=s.frame_positions,
+        L=s.n_layers, D=s.dim, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
+        BM=s.block_m, BN=s.block_n, BK=s.block_k, BKV=s.block_kv, BD=triton.next_power_of_2(s.dim),
+        BLT=max(16, triton.next_power_of_2(s.text_tokens)), IEEE=exact, num_warps=num_warps,
+    )

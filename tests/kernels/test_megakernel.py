@@ -1,0 +1,183 @@
+"""The mega-kernel on a CPU: the instruction list and scheduler, the torch interpreter against the
+plain model, the Triton program (TRITON_INTERPRET=1, one program) against the interpreter, the
+diff tool, the watchdog and the generator's executor switch. Small configs (2 layers, dim 64)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from morphcam.kernels import dispatch
+from morphcam.kernels.megakernel import Op, Shape, compile_program
+from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
+from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor, attach, support
+from morphcam.kernels.megakernel.program import OP, SIGNAL, TARGET, WAIT, stage_of_layer
+from morphcam.model.attention import StreamContext
+from morphcam.model.kv_cache import KVRingCache
+
+pytestmark = pytest.mark.skipif(not dispatch.is_available(), reason="needs triton (interpreter or GPU)")
+
+
+def _stream(dit, executor, steps, device, seed=0):
+    """Run ``steps`` stream steps through the plain model and through ``executor`` on twin caches;
+    yields (velocity from the model, from the executor, model cache, executor cache) per step."""
+    cfg = dit.config
+    latent = cfg.latent_size(cfg.width, cfg.height)
+    caches = [KVRingCache(cfg, latent, device, torch.float32) for _ in range(2)]
+    gen = torch.Generator().manual_seed(seed)
+    t = cfg.frames_per_step
+    for _ in range(steps):
+        x, cond = (torch.randn(1, t, cfg.latent_channels, *latent, generator=gen).to(device) for _ in range(2))
+        sigma, step = (torch.rand(1, t, generator=gen).to(device) for _ in range(2))
+        pooled = torch.randn(1, cfg.text_dim, generator=gen).to(device)
+        tokens = torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=gen).to(device)
+        for c in caches:
+            c.begin_chunk()
+        with torch.inference_mode(), dispatch.force("torch"):
+            ref = dit(x, cond, sigma, step, pooled, tokens, StreamContext([caches[0]]))
+            out = executor.denoise(x, cond, sigma, step, pooled, tokens, StreamContext([caches[1]]))
+        for c in caches:
+            c.commit()
+        yield ref, out, caches[0], caches[1]
+
+
+def test_program_covers_every_tile_once_in_stage_order():
+    cfg = dataclasses.replace(small_config(), n_layers=3)
+    shape = Shape.from_config(cfg, tokens_per_frame=40, block_m=16, block_n=32, block_k=32, block_kv=16)
+    prog = compile_program(shape, n_programs=7)
+    table = prog.instructions
+    queued = prog.queues[prog.queues >= 0]
+    assert sorted(queued.tolist()) == list(range(len(table)))  # each instruction in exactly one queue
+    for q, n in zip(prog.queues, prog.queue_len):  # queues walk the stages in order: no deadlock
+        stages = table[q[:n].long(), SIGNAL]
+        assert (stages[1:] >= stages[:-1]).all()
+    counts = torch.bincount(table[:, SIGNAL], minlength=len(prog.stage_names))
+    assert counts.tolist() == prog.stage_tiles
+    later = table[table[:, SIGNAL] > 0]  # each stage waits for all of the previous one
+    assert (later[:, WAIT] == later[:, SIGNAL] - 1).all()
+    assert (later[:, TARGET] == counts[later[:, WAIT].long()]).all()
+    assert (table[table[:, SIGNAL] == 0][:, WAIT] == -1).all()
+    # 40 rows / 16 = 3 row tiles; 2 heads; slots = 1 sink + 2 window + 1 chunk.
+    parts = table[(table[:, OP] == Op.ATTN_PART) & (table[:, 1] == 0)]
+    assert len(parts) == 3 * 2 * cfg.cache_frames
+    assert stage_of_layer(prog, 3) == len(prog.stage_names) - 1
+
+
+def test_scheduler_balances_cost():
+    from morphcam.model.config import ModelConfig
+
+    cfg = ModelConfig.from_name("small")
+    shape = Shape.from_config(cfg, cfg.tokens_per_frame(), block_m=64, block_n=64, block_k=64, block_kv=64)
+    prog = compile_program(shape, n_programs=132)
+    stage = prog.instructions[:, SIGNAL]
+    costs = torch.tensor(prog.costs)
+    owner = torch.empty(len(costs), dtype=torch.long)
+    for p, (q, n) in enumerate(zip(prog.queues, prog.queue_len)):
+        owner[q[:n].long()] = p
+    for s in range(len(prog.stage_names)):  # per stage: the busiest program within 2x of the ideal
+        mine = stage == s
+        load = torch.zeros(132).index_add_(0, owner[mine], costs[mine])
+        ideal = max(costs[mine].sum() / 132, costs[mine].max())
+        assert load.max() <= 2 * ideal + 1e-9, prog.stage_names[s]
+
+
+@pytest.mark.parametrize("frames_per_step", [1, 2])
+def test_interpreter_equals_plain_model(device, frames_per_step):
+    """Seven steps: the ring (1 sink + 2 window + chunk) wraps, sinks stay pinned."""
+    cfg = small_config(frames_per_step=frames_per_step, sink_frames=frames_per_step, window_frames=2 * frames_per_step)
+    dit = random_dit(cfg, device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="interpreter")
+    for ref, out, c_ref, c_out in _stream(dit, ex, 7, device):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c_out.v, c_ref.v, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_program_equals_interpreter_and_model(device):
+    """The persistent program (one program under the interpreter) against every buffer of the
+    interpreter, then a stream of steps against the plain model."""
+    dit = random_dit(small_config(), device, torch.float32)
+    tri, ref = MegakernelExecutor(dit, backend="triton"), MegakernelExecutor(dit, backend="interpreter")
+    rows = diff(ref, tri, random_step(ref))
+    assert all(r["finite"] and r["rel"] < 1e-5 for r in rows), rows
+    for ref_v, out, c_ref, c_out in _stream(dit, tri, 5, device, seed=1):
+        torch.testing.assert_close(out, ref_v, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-5, atol=1e-5)
+
+
+def test_diff_stops_after_an_instruction_or_a_layer(device):
+    dit = random_dit(small_config(), device, torch.float32)
+    a, b = MegakernelExecutor(dit, backend="interpreter"), MegakernelExecutor(dit, backend="triton")
+    start = random_step(a)
+    program = a.plan(start.cos.shape[0])[0]
+    first_ln = diff(a, a, start, stop_op=0)  # only instruction 0 (an LN row tile) has run
+    assert all(r["rel"] == 0 for r in first_ln)
+    # Stopping after layer 0: layer 1's buffers-to-be are untouched, so x differs from a full run.
+    layer0 = diff(a, b, start, stop_layer=0)
+    assert all(r["rel"] < 1e-5 for r in layer0), layer0
+    last0 = int((program.instructions[:, SIGNAL] <= stage_of_layer(program, 0)).nonzero().max())
+    assert Op(int(program.instructions[last0, OP])) == Op.MM_F2
+    broken = MegakernelExecutor(dit, backend="interpreter")
+    broken.weights.w_f1[1].mul_(1.5)  # a bug in layer 1 only: invisible when stopping after layer 0
+    assert all(r["rel"] < 1e-6 for r in diff(a, broken, start, stop_layer=0))
+    assert {r["name"] for r in diff(a, broken, start) if r["rel"] > 1e-4} >= {"x", "ffn", "out"}
+
+
+def test_diff_command_line(capsys):
+    from morphcam.kernels.megakernel.diff import main
+
+    assert main(["--stop-layer", "0"]) == 0
+    assert '"ok": true' in capsys.readouterr().out
+
+
+def test_watchdog_turns_a_hang_into_an_error_and_a_fallback(device):
+    """Two programs under the interpreter run one after the other, so program 0 waits forever for
+    program 1's tiles: the bounded spin must report it, and the next step must use the network."""
+    if device != "cpu":
+        pytest.skip("the deliberate deadlock needs the sequential interpreter")
+    dit = random_dit(small_config(), device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="triton", n_programs=2, max_spin=50)
+    _, out, _, cache = next(_stream(dit, ex, 1, device))
+    with pytest.raises(MegakernelError, match="timed out waiting before instruction"):
+        ex.check()
+    assert ex.failed and "falling back" in ex.failed
+    ex.check()  # raised once; from now on the network runs
+    cfg = dit.config
+    x = torch.randn(1, 1, cfg.latent_channels, *cfg.latent_size(cfg.width, cfg.height), device=device)
+    args = (x, x, torch.ones(1, 1), torch.ones(1, 1), torch.zeros(1, cfg.text_dim), torch.zeros(1, cfg.text_tokens, cfg.text_dim))
+    ctx = StreamContext([cache])
+    assert not ex.runs(x, ctx)
+    with torch.inference_mode():
+        torch.testing.assert_close(ex.denoise(*args, ctx), dit(*args, ctx))
+
+
+def test_support_reports_why_it_cannot_run(monkeypatch):
+    assert "bfloat16" not in str(support("cpu", torch.float32))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if not torch.cuda.is_available():
+        assert "CUDA" in support("cpu", torch.float32)
+
+
+def test_generator_runs_the_megakernel_executor(device):
+    """StreamGenerator with the mega-kernel (interpreter backend) makes the frames the network makes."""
+    from morphcam.model.generator import StreamGenerator
+    from morphcam.model.network import RestyleModel
+    from morphcam.model.text import TextEncoder
+
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = RestyleModel(cfg).eval().to(device)
+    model.dit.load_state_dict(random_dit(cfg, device, torch.float32).state_dict())
+    text = TextEncoder(cfg.text_tokens, torch.device(device), torch.float32)
+    gens = [StreamGenerator(model, text) for _ in range(2)]
+    assert attach(gens[1], "megakernel", backend="interpreter") is None
+    assert attach(gens[0], "graph") is None and gens[0].megakernel is None
+    sessions = [g.open_session(64, 32, "pencil sketch", seed=3) for g in gens]
+    for i in range(4):
+        frame = torch.rand(1, 1, 3, 32, 64, device=device) * 2 - 1
+        with dispatch.force("torch"):
+            a, b = (g.step([s], frame) for g, s in zip(gens, sessions))
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        attach(gens[1], "fast")
