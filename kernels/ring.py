@@ -37,3 +37,20 @@ class RingView:
     frame_idx: torch.Tensor
     token_valid: torch.Tensor
     frame_emb: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LaneRingView:
+    """One layer of a ``LanePool``'s rings, read for a batch of lanes.
+
+    k, v: (lanes, H, slots * N, Dh), each lane's (H, slots * N, Dh) block contiguous; frame_idx:
+    (lanes, slots) long; token_valid: (lanes, slots, N) bool; frame_emb: (frame_positions, H, Dh);
+    lanes: (B,) long on the device, the lane of each batch row.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    frame_idx: torch.Tensor
+    token_valid: torch.Tensor
+    frame_emb: torch.Tensor
+    lanes: torch.Tensor

@@ -27,21 +27,31 @@ def _ring_attention_kernel(
     valid_ptr,  # reads token_valid (S, N) as uint8
     emb_ptr,  # reads frame_emb (P, H, DH), contiguous
     out_ptr,  # writes out (H, Lq, DH), contiguous
+    lane_ptr,  # reads the lane of each batch row (B,) long when LANES (q, out are then (B, H, Lq, DH))
     H,
     Lq,
     S,
     N,
+    lane_stride,  # elements between two lanes' k (and v) blocks; the blocks of fidx, valid are S, S * N
     qk_scale,  # softmax scale times log2(e), so exp2 can be used
     DH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     IEEE: tl.constexpr,  # fp32 inputs: exact fp32 dots (the default would round them to tf32)
+    LANES: tl.constexpr,  # a batch of lanes of one pool (program axis 2 is the batch row)
 ):
     h = tl.program_id(1)
+    bh = tl.program_id(2).to(tl.int64) * H + h  # q/out head index over the batch
+    if LANES:
+        lane = tl.load(lane_ptr + tl.program_id(2))
+        k_ptr += lane * lane_stride
+        v_ptr += lane * lane_stride
+        fidx_ptr += lane * S
+        valid_ptr += lane * S * N
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, DH)
     rmask = rows < Lq
-    q = tl.load(q_ptr + (h.to(tl.int64) * Lq + rows[:, None]) * DH + cols[None, :], mask=rmask[:, None], other=0.0)
+    q = tl.load(q_ptr + (bh * Lq + rows[:, None]) * DH + cols[None, :], mask=rmask[:, None], other=0.0)
     qf = q.to(tl.float32)
     m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # finite start: fully masked blocks give p = 0, not NaN
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -75,17 +85,15 @@ def _ring_attention_kernel(
             acc = acc * alpha[:, None] + pv
             m_i = m_new
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    tl.store(out_ptr + (h.to(tl.int64) * Lq + rows[:, None]) * DH + cols[None, :], out.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + (bh * Lq + rows[:, None]) * DH + cols[None, :], out.to(out_ptr.dtype.element_ty),
              mask=rmask[:, None])
 
 
-def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
-    """q: (H, Lq, Dh) the chunk's queries (already normalised and rotated). Returns (H, Lq, Dh)."""
-    h, lq, dh = q.shape
-    slots, n = ring.token_valid.shape
-    if not (ring.k.is_contiguous() and ring.v.is_contiguous()):
-        raise ValueError("the ring's k and v must be contiguous (H, slots * N, Dh) views")
-    q = q.contiguous()
+def launch(q: torch.Tensor, ring, lanes: torch.Tensor | None, lane_stride: int) -> torch.Tensor:
+    """Shared by ``ring_attention`` and ``lane_ring_attention``: q (B, H, Lq, Dh) contiguous;
+    with ``lanes`` the ring's tensors carry a leading lane axis."""
+    b, h, lq, dh = q.shape
+    slots, n = ring.token_valid.shape[-2:]
     out = torch.empty_like(q)
     # Small problems leave most SMs idle at 64 query rows per program: take 16-row tiles there.
     # Warps per tile size chosen so that sm_90 SASS keeps everything in registers (no LDL/STL):
@@ -93,20 +101,28 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     exact = q.dtype == torch.float32
     if exact:
         block_m, warps = 16, 4
-    elif triton.cdiv(lq, 64) * h >= 128:
+    elif triton.cdiv(lq, 64) * h * b >= 128:
         block_m, warps = 64, 8
-    elif triton.cdiv(lq, 32) * h >= 64:
+    elif triton.cdiv(lq, 32) * h * b >= 64:
         block_m, warps = 32, 4
     else:
         block_m, warps = 16, 2
     block_n = 64 if n >= 64 else max(16, triton.next_power_of_2(n))
-    grid = (triton.cdiv(lq, block_m), h)
+    grid = (triton.cdiv(lq, block_m), h, b)
     _ring_attention_kernel[grid](
         q, ring.k, ring.v, ring.frame_idx, ring.token_valid.view(torch.uint8), ring.frame_emb.contiguous(), out,
-        h, lq, slots, n, (1.0 / math.sqrt(dh)) * 1.4426950408889634,
-        DH=dh, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=exact, num_warps=warps, num_stages=2,
+        q if lanes is None else lanes, h, lq, slots, n, lane_stride, (1.0 / math.sqrt(dh)) * 1.4426950408889634,
+        DH=dh, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=exact, LANES=lanes is not None, num_warps=warps,
+        num_stages=2,
     )
     return out
+
+
+def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
+    """q: (H, Lq, Dh) the chunk's queries (already normalised and rotated). Returns (H, Lq, Dh)."""
+    if not (ring.k.is_contiguous() and ring.v.is_contiguous()):
+        raise ValueError("the ring's k and v must be contiguous (H, slots * N, Dh) views")
+    return launch(q.contiguous()[None], ring, None, 0)[0]
 
 
 def ring_attention_ref(q: torch.Tensor, ring: RingView) -> torch.Tensor:

@@ -38,6 +38,10 @@ class ModelConfig:
     frame_positions: int = 16  # size of the bounded frame-index table; sink+window+step must fit
     # Sampler: starting noise level of each Euler step (scaled by strength); 1 to 4 steps.
     sigmas: tuple[float, ...] = (1.0, 0.5)
+    # After the last Euler step, run the denoiser once more on the finished chunk at noise level 0
+    # and keep that pass's K/V in the cache (LongLive's and Self-Forcing's cache refresh): one more
+    # forward per chunk, and the cache then holds clean frames instead of the last step's input.
+    cache_refresh: bool = False
     # 1.0 starts each frame from pure noise, as the denoiser is trained (the input frame still
     # conditions every step through its latent); lower values start from the noised input latent
     # (SDEdit-like), which the training path does not cover. Measured on a first checkpoint:

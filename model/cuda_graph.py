@@ -1,4 +1,5 @@
-"""CudaGraphRunner: one CUDA graph per (batch of sessions, frame size) for ``StreamGenerator``.
+"""CUDA graphs of whole frames for ``StreamGenerator``: ``CudaGraphRunner`` (one graph for a fixed
+batch of sessions) and ``LaneGraphs`` (one graph per batch size over the lanes of a ``LanePool``).
 
 A stream step of the small presets is bound by kernel launches and Python, not by the GPU, so
 replaying the whole frame (encode, every Euler step, decode) as one captured graph removes most
@@ -16,6 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .cache_batch import LaneCaches, LanePool
 from .generator import StepInputs, StreamGenerator, StreamSession
 
 
@@ -79,3 +81,71 @@ class CudaGraphRunner:
         with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             output = self.forward(self.sessions, self.inputs)
         self.graph, self.output = graph, output
+
+
+class LaneGraphs:
+    """One captured graph per batch size for the sessions of one ``LanePool`` (one frame size).
+
+    The graph of batch size B reads its sessions' lanes, prompts, noise and strength from its
+    static ``StepInputs``, so any B sessions of the pool replay it. Graphs are captured lazily, on
+    the first step of each batch size (that step runs eagerly, which also warms up), at most
+    ``max_graphs`` at once (the least recently used goes first), and all of them allocate their
+    intermediates from one shared memory pool: they never run at the same time, so memory is
+    about one step's intermediates plus each graph's small static inputs and output.
+    A replayed ``step`` returns the graph's output buffer, overwritten by that graph's next replay.
+    """
+
+    def __init__(self, generator: StreamGenerator, pool: LanePool, width: int, height: int,
+                 max_graphs: int = 16) -> None:
+        if generator.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, the generator is on {generator.device}")
+        self.generator, self.pool, self.width, self.height = generator, pool, width, height
+        self.max_graphs = max_graphs
+        # batch size -> (inputs, graph or None, output or None); insertion order is recency.
+        self._entries: dict[int, tuple[StepInputs, torch.cuda.CUDAGraph | None, torch.Tensor | None]] = {}
+        self._mempool = torch.cuda.graph_pool_handle()
+        self.capture_error: Exception | None = None
+        self.captures = 0  # graphs captured so far (tests and logs)
+
+    def batch_sizes(self) -> list[int]:
+        """Batch sizes that have a captured graph, least recently used first."""
+        return [b for b, (_, graph, _) in self._entries.items() if graph is not None]
+
+    def step(self, sessions: Sequence[StreamSession], lanes: Sequence[int], frames: torch.Tensor) -> torch.Tensor:
+        """sessions: B sessions of the pool, in lanes ``lanes`` (distinct); frames: (B, F, 3, H, W) in
+        [-1, 1]. Returns (B, F, 3, H, W)."""
+        gen, b = self.generator, len(sessions)
+        if len(set(lanes)) != b or len(lanes) != b:
+            raise ValueError(f"a batch needs one distinct lane per session, got {list(lanes)} for {b} sessions")
+        entry = self._entries.pop(b, None)
+        if entry is None:
+            entry = (gen.new_inputs(b, self.width, self.height), None, None)
+        self._entries[b] = entry
+        inputs, graph, output = entry
+        gen.prepare(sessions, frames, into=inputs)
+        # From pinned memory: an asynchronous copy (a pageable one would wait for the stream).
+        inputs.lanes.copy_(torch.tensor(list(lanes), dtype=torch.long).pin_memory(), non_blocking=True)
+        if graph is not None:
+            graph.replay()
+            gen.finish(sessions)
+            return output
+        out = gen.forward(sessions, inputs, LaneCaches(self.pool, inputs.lanes))
+        gen.finish(sessions)
+        if self.capture_error is None:
+            try:
+                self._capture(b, sessions, inputs)
+            except Exception as exc:  # the stream goes on eagerly; the caller decides what to log
+                self.capture_error = exc
+        return out
+
+    def _capture(self, b: int, sessions: Sequence[StreamSession], inputs: StepInputs) -> None:
+        gen = self.generator
+        while len(self.batch_sizes()) >= self.max_graphs:
+            oldest = self.batch_sizes()[0]
+            self._entries[oldest] = (self._entries[oldest][0], None, None)
+        torch.cuda.synchronize(gen.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._mempool, capture_error_mode="thread_local"):
+            output = gen.forward(sessions, inputs, LaneCaches(self.pool, inputs.lanes))
+        self._entries[b] = (inputs, graph, output)
+        self.captures += 1

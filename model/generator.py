@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from .attention import BlockCausalContext, StreamContext
+from .attention import BlockCausalContext
+from .cache_batch import CacheBatch, SessionCaches
 from .config import ModelConfig
 from .kv_cache import KVRingCache, frame_slot
 from .network import RestyleModel
@@ -45,12 +46,17 @@ class StepInputs:
     """The per-step inputs ``forward`` reads, as buffers a CUDA graph can keep.
 
     frames: (B, F, 3, H, W) in [-1, 1]; noise: (B, F, C, h, w), each session's draw;
-    strength: (B,).
+    strength: (B,); pooled: (B, text_dim) and tokens: (B, text_tokens, text_dim), each session's
+    prompt conditioning (copied in, so a graph does not depend on which sessions it runs);
+    lanes: (B,) long, each session's lane of a ``LanePool`` (used only by ``LaneCaches``).
     """
 
     frames: torch.Tensor
     noise: torch.Tensor
     strength: torch.Tensor
+    pooled: torch.Tensor
+    tokens: torch.Tensor
+    lanes: torch.Tensor
 
 
 class StreamGenerator:
@@ -71,10 +77,6 @@ class StreamGenerator:
             )
         # Each step's noise levels are strength times this table (sampler.sigma_schedule's math).
         self._sigma_table = torch.tensor((*self.config.sigmas, 0.0), device=self.device, dtype=self.dtype)
-        # What runs each DiT call of a stream step: None = the network; a mega-kernel executor (set
-        # by morphcam.kernels.megakernel.attach) runs it as one launch and falls back to the network
-        # by itself where it cannot (batches, a watchdog failure). ``finish`` runs its ``check``.
-        self.megakernel = None
 
     # ---- prompts --------------------------------------------------------------------------------
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
@@ -116,8 +118,11 @@ class StreamGenerator:
         prompts: str | Sequence[tuple[str, float]],
         strength: float | None = None,
         seed: int | None = None,
+        cache: KVRingCache | None = None,
     ) -> StreamSession:
-        """Allocate a session's cache and state; raises ValueError for sizes or settings it cannot serve."""
+        """Allocate a session's cache and state; raises ValueError for sizes or settings it cannot serve.
+
+        ``cache``: an empty cache for this size to use instead of a new one (a ``LanePool`` lane)."""
         latent_hw = self.config.latent_size(width, height)
         strength = self._check_strength(self.config.default_strength if strength is None else strength)
         seed = secrets.randbits(63) if seed is None else int(seed) % 2**64  # any int; torch takes 64 bits
@@ -127,7 +132,7 @@ class StreamGenerator:
         return StreamSession(
             width=width,
             height=height,
-            cache=KVRingCache(self.config, latent_hw, self.device, self.dtype),
+            cache=cache if cache is not None else KVRingCache(self.config, latent_hw, self.device, self.dtype),
             prompt=PromptState(emb),
             strength=strength,
             seed=seed,
@@ -189,6 +194,9 @@ class StreamGenerator:
             frames=torch.empty(batch, cfg.frames_per_step, 3, height, width, **kw),
             noise=torch.empty(batch, cfg.frames_per_step, cfg.latent_channels, h, w, **kw),
             strength=torch.empty(batch, **kw),
+            pooled=torch.empty(batch, cfg.text_dim, **kw),
+            tokens=torch.empty(batch, cfg.text_tokens, cfg.text_dim, **kw),
+            lanes=torch.zeros(batch, device=self.device, dtype=torch.long),
         )
 
     @torch.inference_mode()
@@ -209,47 +217,60 @@ class StreamGenerator:
             torch.randn(into.noise.shape[1:], generator=s.generator, device=self.device, dtype=self.dtype,
                         out=into.noise[i])
             into.strength[i].fill_(s.strength)
+        torch.stack([s.prompt.pooled for s in sessions], out=into.pooled)
+        torch.stack([s.prompt.tokens for s in sessions], out=into.tokens)
         return into
 
     @torch.inference_mode()
-    def forward(self, sessions: Sequence[StreamSession], inputs: StepInputs) -> torch.Tensor:
+    def forward(
+        self, sessions: Sequence[StreamSession], inputs: StepInputs, caches: CacheBatch | None = None
+    ) -> torch.Tensor:
         """A step's device half: encode, the Euler steps (K/V into the caches), commit the caches'
         device state, decode. No host syncs and static shapes, so ``CudaGraphRunner`` captures it.
+        ``caches``: the batch's caches, the sessions' own by default (``LaneCaches`` reads them
+        from a pool through ``inputs.lanes`` instead, so one graph serves any sessions).
         Returns (B, F, 3, H, W)."""
-        cfg = self.config
-        b, f = len(sessions), cfg.frames_per_step
-        ae, dit = self.model.autoencoder, self.model.dit
+        b, f = len(sessions), self.config.frames_per_step
+        ae = self.model.autoencoder
         z = ae.encode(inputs.frames.flatten(0, 1)).unflatten(0, (b, f))
+        x = self.denoise(z, inputs, caches or SessionCaches([s.cache for s in sessions]))
+        return ae.decode(x.flatten(0, 1)).unflatten(0, (b, f))
+
+    @torch.inference_mode()
+    def denoise(self, z: torch.Tensor, inputs: StepInputs, caches: CacheBatch) -> torch.Tensor:
+        """The DiT part of a step: noise, every Euler step and (``cache_refresh``) the pass at noise
+        level 0, with the chunk's K/V written into ``caches``. z: (B, F, C, h, w) input latents.
+        Returns the clean output latents, (B, F, C, h, w)."""
+        cfg, dit = self.config, self.model.dit
+        b, f = z.shape[:2]
         # sigma_schedule's math on a table built once (it builds its table from a host tuple).
         sig = inputs.strength[:, None] * self._sigma_table[None, :]  # (B, K + 1)
-        for s in sessions:
-            s.cache.begin_chunk()
-        pooled = torch.stack([s.prompt.pooled for s in sessions])
-        tokens = torch.stack([s.prompt.tokens for s in sessions])
-        context = StreamContext([s.cache for s in sessions])
+        caches.begin_chunk()
+        context = caches.context()
+        pooled, tokens = inputs.pooled, inputs.tokens
         x = noise_latent(z, inputs.noise, sig[:, 0])
         n_steps = len(cfg.sigmas)
         for k in range(n_steps):
             s_now, s_next = sig[:, k], sig[:, k + 1]
             sigma_bf = s_now[:, None].expand(b, f)
             step_bf = (s_now - s_next)[:, None].expand(b, f)
-            v = (dit if self.megakernel is None else self.megakernel)(x, z, sigma_bf, step_bf, pooled, tokens, context)
-            if k == n_steps - 1:
+            v = dit(x, z, sigma_bf, step_bf, pooled, tokens, context)
+            if k == n_steps - 1 and not cfg.cache_refresh:
                 # The cache now holds this step's K/V: keep the inputs that produced them for recache.
-                for i, s in enumerate(sessions):
-                    s.cache.store_inputs(x[i], z[i], sigma_bf[i], step_bf[i])
+                caches.store_inputs(x, z, sigma_bf, step_bf)
             x = euler_step(x, v, s_now, s_next)
-        for s in sessions:
-            s.cache.commit_device()
-        return ae.decode(x.flatten(0, 1)).unflatten(0, (b, f))
+        if cfg.cache_refresh:  # one more pass on the clean chunk; only its K/V are kept
+            zero = sig[:, -1:].expand(b, f)
+            dit(x, z, zero, zero, pooled, tokens, context)
+            caches.store_inputs(x, z, zero, zero)
+        caches.commit_device()
+        return x
 
     def finish(self, sessions: Sequence[StreamSession]) -> None:
         """A step's host half, after ``forward``: the caches' host counters."""
         for s in sessions:
             s.cache.commit_host()
             s.frames_out += self.config.frames_per_step
-        if self.megakernel is not None:
-            self.megakernel.check()  # the watchdog: raises (once) if the step hung, then falls back
 
     @torch.inference_mode()
     def recache(self, session: StreamSession) -> None:

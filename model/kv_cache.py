@@ -62,26 +62,40 @@ class KVRingCache:
     """
 
     def __init__(
-        self, config: ModelConfig, latent_hw: tuple[int, int], device: torch.device | str, dtype: torch.dtype
+        self,
+        config: ModelConfig,
+        latent_hw: tuple[int, int],
+        device: torch.device | str,
+        dtype: torch.dtype,
+        buffers: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        """``buffers``: existing tensors of ``buffer_specs``' shapes to use instead of allocating
+        (views of one lane of a ``LanePool``, which batches many sessions' caches)."""
         self.config = config
         self.latent_hw = latent_hw
         p = config.patch_size
         self.tokens_per_frame = (latent_hw[0] // p) * (latent_hw[1] // p)
-        slots, n = config.cache_frames, self.tokens_per_frame
-        kv_shape = (config.n_layers, config.n_heads, slots * n, config.head_dim)
-        self.k = torch.zeros(kv_shape, device=device, dtype=dtype)
-        self.v = torch.zeros(kv_shape, device=device, dtype=dtype)
-        self.frame_idx = torch.zeros(slots, device=device, dtype=torch.long)
-        self.token_valid = torch.zeros(slots, n, device=device, dtype=torch.bool)
-        self.x_in = torch.zeros(slots, config.latent_channels, *latent_hw, device=device, dtype=dtype)
-        self.cond = torch.zeros_like(self.x_in)
-        self.sigma = torch.zeros(slots, device=device, dtype=dtype)
-        self.step = torch.zeros(slots, device=device, dtype=dtype)
-        self.pos = torch.zeros((), device=device, dtype=torch.long)
-        self.slot_idx = torch.zeros(config.frames_per_step, device=device, dtype=torch.long)
+        for name, (shape, dt) in self.buffer_specs(config, latent_hw, dtype).items():
+            setattr(self, name, torch.zeros(shape, device=device, dtype=dt) if buffers is None else buffers[name])
         self._chunk_offsets = torch.arange(config.frames_per_step, device=device)
         self.frames_seen = 0  # committed frames, host-side: read by recache, never by a step
+
+    @staticmethod
+    def buffer_specs(
+        config: ModelConfig, latent_hw: tuple[int, int], dtype: torch.dtype
+    ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Name -> (shape, dtype) of every per-session buffer (see the class docstring)."""
+        p = config.patch_size
+        slots, n = config.cache_frames, (latent_hw[0] // p) * (latent_hw[1] // p)
+        kv_shape = (config.n_layers, config.n_heads, slots * n, config.head_dim)
+        latent = (slots, config.latent_channels, *latent_hw)
+        return {
+            "k": (kv_shape, dtype), "v": (kv_shape, dtype),
+            "frame_idx": ((slots,), torch.long), "token_valid": ((slots, n), torch.bool),
+            "x_in": (latent, dtype), "cond": (latent, dtype),
+            "sigma": ((slots,), dtype), "step": ((slots,), dtype),
+            "pos": ((), torch.long), "slot_idx": ((config.frames_per_step,), torch.long),
+        }
 
     # ---- bookkeeping ------------------------------------------------------------------------------
     @property

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import dispatch
-from ..kernels.ring import RingSlots, RingView
+from ..kernels.ring import LaneRingView, RingSlots, RingView
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,6 +118,19 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     slots, n = ring.token_valid.shape
     k = ring.k.unflatten(1, (slots, n)) + ring.frame_emb[ring.frame_idx].transpose(0, 1)[:, :, None, :]
     return attention(q[None], k.flatten(1, 2)[None], ring.v[None], ring.token_valid.view(1, 1, 1, -1))[0]
+
+
+def lane_ring_attention(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:
+    """``ring_attention`` for a batch of sessions whose caches are lanes of one pool.
+
+    q: (B, H, Lq, Dh); row b attends to lane ``ring.lanes[b]``. Returns (B, H, Lq, Dh).
+    """
+    if dispatch.use_triton(q):
+        return dispatch.kernel("lane_ring_attention")(q, ring)
+    lanes, (slots, n) = ring.lanes, ring.token_valid.shape[1:]
+    k = ring.k[lanes].unflatten(2, (slots, n)) + ring.frame_emb[ring.frame_idx[lanes]].permute(0, 2, 1, 3)[:, :, :, None]
+    mask = ring.token_valid[lanes].view(len(q), 1, 1, -1)
+    return attention(q, k.flatten(2, 3), ring.v[lanes], mask)
 
 
 def rope_2d_tables(

@@ -92,7 +92,7 @@ def test_stream_step_never_syncs(backend):
 
 
 def test_daemon_pipeline_with_graphs_matches_eager():
-    """Two sessions join, one leaves: graphs are recaptured per group and frames match eager ones."""
+    """Two sessions join, one leaves: each batch size replays its graph and frames match eager ones."""
     import numpy as np
 
     from morphcam.daemon.generator_pipeline import GeneratorPipeline
@@ -119,4 +119,45 @@ def test_daemon_pipeline_with_graphs_matches_eager():
         for e, g in zip(eager, graphed):
             assert isinstance(g, np.ndarray), g
             assert np.abs(e.astype(int) - g.astype(int)).max() <= 3
-    assert pipes[1].cuda_graphs and len(pipes[1]._runners) == 1  # the closed session's graphs are gone
+    graphs = pipes[1]._groups[(256, 144)].graphs
+    assert pipes[1].cuda_graphs and sorted(graphs.batch_sizes()) == [1, 2] and graphs.captures == 2
+    assert not pipes[1]._runners  # every session sat in a lane: no per-group graphs
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_lane_graphs_replay_any_sessions(backend):
+    """One graph per batch size serves any sessions of the pool, in any order, as eager steps do;
+    a replayed lane step never syncs."""
+    from morphcam.model.cache_batch import LanePool
+    from morphcam.model.cuda_graph import LaneGraphs
+
+    cfg = dataclasses.replace(ModelConfig.from_name("tiny"), n_layers=2, window_frames=2)
+    torch.manual_seed(0)
+    model = RestyleModel(cfg)
+    with torch.no_grad():
+        for p in model.dit.parameters():
+            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
+    model = model.eval().to("cuda", torch.bfloat16)
+    gen = StreamGenerator(model, TextEncoder(cfg.text_tokens, torch.device("cuda"), torch.bfloat16))
+    pool = LanePool(cfg, cfg.latent_size(256, 144), 4, "cuda", torch.bfloat16)
+    lanes = [pool.acquire() for _ in range(4)]
+    own = [gen.open_session(256, 144, "pencil sketch", seed=i) for i in range(4)]
+    laned = [gen.open_session(256, 144, "pencil sketch", seed=i, cache=c) for i, (_, c) in enumerate(lanes)]
+    graphs = LaneGraphs(gen, pool, 256, 144)
+    order = [[0], [1, 2], [3, 1, 0], [2], [0, 1, 2, 3], [2, 0], [1], [3, 2, 1, 0], [0, 3]]
+    with dispatch.force(backend):
+        for step, idx in enumerate(order):
+            frames = torch.rand(len(idx), 1, 3, 144, 256, device="cuda") * 2 - 1
+            want = gen.step([own[i] for i in idx], frames)
+            if step == len(order) - 1:
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                got = graphs.step([laned[i] for i in idx], [lanes[i][0] for i in idx], frames)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            assert graphs.capture_error is None
+            torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+    assert sorted(graphs.batch_sizes()) == [1, 2, 3, 4] and graphs.captures == 4
+    for a, b in zip(own, laned):
+        assert a.cache.frames_seen == b.cache.frames_seen == int(b.cache.pos)

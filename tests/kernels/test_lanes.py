@@ -1,0 +1,130 @@
+"""Caches as lanes of one pool: the batched attention kernel, whole steps against per-session
+steps, and the daemon pipeline's lane assignment and fallbacks (CPU; the graphs in test_gpu)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from morphcam.kernels import dispatch
+from morphcam.kernels.lane_ring_attention import lane_ring_attention, lane_ring_attention_ref
+from morphcam.kernels.ring import LaneRingView
+from morphcam.model.cache_batch import LaneCaches, LanePool
+from morphcam.model.config import ModelConfig
+from morphcam.model.generator import StreamGenerator
+from morphcam.model.network import RestyleModel
+from morphcam.model.text import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return TextEncoder(text_tokens=ModelConfig.from_name("tiny").text_tokens)
+
+
+def _config(**kw):
+    base = dict(name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8), latent_channels=4, dim=32,
+                n_layers=2, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2, width=32, height=32)
+    base.update(kw)
+    return dataclasses.replace(ModelConfig.from_name("tiny"), **base)
+
+
+def _model(cfg, device="cpu"):
+    torch.manual_seed(0)
+    model = RestyleModel(cfg)
+    with torch.no_grad():  # non-zero gates and output layer, so every path affects the output
+        for p in model.dit.parameters():
+            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
+    return model.eval().to(device)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 3e-3)])
+def test_lane_attention_kernel(dtype, tol, device, rel_error):
+    lanes, h, slots, n, dh = 5, 2, 4, 6, 16
+    valid = torch.rand(lanes, slots, n, device=device) < 0.7
+    valid[:, 0] = True
+    ring = LaneRingView(
+        torch.randn(lanes, 3, h, slots * n, dh, device=device, dtype=dtype)[:, 1],  # a layer's strided view
+        torch.randn(lanes, 3, h, slots * n, dh, device=device, dtype=dtype)[:, 1],
+        torch.randint(0, 8, (lanes, slots), device=device), valid,
+        torch.randn(8, h, dh, device=device, dtype=dtype), torch.tensor([3, 0, 4], device=device),
+    )
+    q = torch.randn(3, h, 2 * n, dh, device=device, dtype=dtype)
+    as64 = dataclasses.replace(ring, k=ring.k.double(), v=ring.v.double(), frame_emb=ring.frame_emb.double())
+    want = lane_ring_attention_ref(q.double(), as64)
+    assert rel_error(lane_ring_attention(q, ring), want) < tol
+    for b, lane in enumerate((3, 0, 4)):  # each row is its lane's own single-session attention
+        from morphcam.kernels.ring import RingView
+        from morphcam.kernels.ring_attention import ring_attention_ref
+
+        one = RingView(as64.k[lane], as64.v[lane], ring.frame_idx[lane], valid[lane], as64.frame_emb)
+        assert rel_error(want[b], ring_attention_ref(q[b].double(), one)) < 1e-12
+
+
+@pytest.mark.parametrize("backend,per_step", [("torch", 1), ("triton", 1), ("torch", 2)])
+def test_lane_steps_equal_session_steps(backend, per_step, text_encoder):
+    """Sessions in pool lanes, stepped in changing groups and orders, compute exactly what the same
+    sessions with their own caches compute; the ring wraps and a lane is reused."""
+    cfg = _config(frames_per_step=per_step, sink_frames=per_step, window_frames=2 * per_step,
+                  cache_refresh=per_step == 2)
+    gen = StreamGenerator(_model(cfg), text_encoder)
+    pool = LanePool(cfg, cfg.latent_size(32, 32), 4, "cpu", torch.float32)
+    pool.acquire()  # lane 0 taken by someone else: the sessions below sit in lanes 1..3
+    own = [gen.open_session(32, 32, "comic", seed=i) for i in range(3)]
+    lanes = [pool.acquire() for _ in range(3)]
+    laned = [gen.open_session(32, 32, "comic", seed=i, cache=c) for i, (_, c) in enumerate(lanes)]
+    assert [lane for lane, _ in lanes] == [1, 2, 3]
+    order = [[0, 1, 2], [2, 0], [1], [0, 2, 1], [2], [1, 0], [0, 1, 2]]
+    with dispatch.force(backend):
+        for idx in order:
+            frames = torch.rand(len(idx), per_step, 3, 32, 32) * 2 - 1
+            want = gen.step([own[i] for i in idx], frames)
+            sessions = [laned[i] for i in idx]
+            inputs = gen.prepare(sessions, frames)
+            with torch.inference_mode():  # prepare's buffers are inference tensors
+                inputs.lanes.copy_(torch.tensor([lanes[i][0] for i in idx]))
+            got = gen.forward(sessions, inputs, LaneCaches(pool, inputs.lanes))
+            gen.finish(sessions)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for a, b in zip(own, laned):
+        assert a.cache.frames_seen == b.cache.frames_seen and int(b.cache.pos) == b.cache.frames_seen
+        for name in ("k", "v", "frame_idx", "token_valid", "x_in", "sigma"):
+            assert torch.equal(getattr(a.cache, name), getattr(b.cache, name)), name
+    pool.release(2)
+    lane, cache = pool.acquire()
+    assert lane == 2 and not cache.token_valid.any() and int(cache.pos) == 0 and cache.frames_seen == 0
+    assert pool.acquire() is None, "all four lanes are taken"
+
+
+def test_pipeline_lanes_and_fallback(text_encoder):
+    """Two lanes per size: the third session of a size gets its own cache; frames of mixed batches
+    match a pipeline without lanes; closing frees a lane and the last session drops the pool."""
+    from morphcam.daemon.generator_pipeline import GeneratorPipeline
+    from morphcam.daemon.pipeline import PromptChange, SessionParams
+
+    cfg = _config()
+    pipes = [GeneratorPipeline(StreamGenerator(_model(cfg), text_encoder), "test", lanes=n) for n in (2, 0)]
+    rng = np.random.default_rng(0)
+    for p in pipes:
+        for k, (w, h) in enumerate(((32, 32), (30, 28), (32, 32), (64, 32))):
+            p.open_session(f"s{k}", SessionParams(w, h, PromptChange.single("comic"), seed=k))
+    lanes_pipe = pipes[0]
+    assert [lanes_pipe.pooled(f"s{k}") for k in range(4)] == [True, True, False, True]  # 30x28 pads to 32x32
+    assert sorted(lanes_pipe._groups) == [(32, 32), (64, 32)]
+    sizes = {"s0": (32, 32), "s1": (28, 30), "s2": (32, 32), "s3": (32, 64)}
+    for step in range(4):
+        ids = ["s0", "s1", "s2", "s3"] if step % 2 == 0 else ["s2", "s0"]
+        batch = [(s, rng.integers(0, 256, (*sizes[s], 3), dtype=np.uint8)) for s in ids]
+        a, b = (p.step(batch) for p in pipes)
+        for x, y, (s, img) in zip(a, b, batch):
+            assert isinstance(x, np.ndarray) and x.shape == img.shape and x.dtype == np.uint8, x
+            assert np.array_equal(x, y)
+    lanes_pipe.close_session("s0")
+    lanes_pipe.open_session("s4", SessionParams(32, 32, PromptChange.single("comic"), seed=4))
+    assert lanes_pipe.pooled("s4"), "a closed session's lane is given to the next one"
+    for s in ("s1", "s2", "s4"):
+        lanes_pipe.close_session(s)
+    assert sorted(lanes_pipe._groups) == [(64, 32)]
+    out = lanes_pipe.step([("s3", np.zeros((32, 64, 3), np.uint8)), ("s4", np.zeros((32, 32, 3), np.uint8))])
+    assert isinstance(out[0], np.ndarray) and isinstance(out[1], KeyError)
