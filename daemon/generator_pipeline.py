@@ -7,27 +7,34 @@ generator in one batch, and puts an exception in the slot of any frame that cann
 Style names from ``styles()`` may be used as prompts; they map to their canonical prompt.
 Any frame size is served: frames are padded (edge pixels repeated) up to the model's size
 multiple (16 for the presets, so 1920x1080 runs at 1920x1088) and the output is cropped back.
-On CUDA each group of sessions replays a captured CUDA graph of the whole frame
-(``CudaGraphRunner``, one per group, captured on the group's first frame); with
-``cuda_graphs=False``, or if a capture fails, steps run eagerly.
+
+On CUDA the sessions of one frame size keep their caches in the lanes of one ``LanePool`` and
+each batch replays the captured graph of its batch size (``LaneGraphs``, captured lazily), so
+sessions joining and leaving never force a recapture. Sessions beyond the pool's lanes get their
+own cache and a graph per group of sessions (``CudaGraphRunner``). With ``cuda_graphs=False``, or
+once a capture fails, steps run eagerly. uint8 frames go to the device as uint8 through pinned
+buffers and come back as uint8: the pixel conversions run on the device, not in numpy.
 """
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from morphcam.model.checkpoint import load_model
 from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
-from morphcam.model.cuda_graph import CudaGraphRunner
+from morphcam.model.cache_batch import LaneCaches, LanePool
+from morphcam.model.cuda_graph import CudaGraphRunner, LaneGraphs
 from morphcam.model.generator import StreamGenerator, StreamSession
+from morphcam.model.kv_cache import KVRingCache
 from morphcam.model.styles import STYLES, style_prompt
 
+from .frame_transfer import FrameTransfer
 from .pipeline import Pipeline, PresetInfo, PromptChange, SessionParams, StyleInfo
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,18 @@ class _Session:
     stream: StreamSession
     width: int
     height: int
+    lane: int | None = None  # its lane in its size's pool; None: its own cache
+
+
+@dataclass
+class _SizeGroup:
+    """What the sessions of one (padded) frame size share: their lane pool, its graphs and the
+    staging buffers. Dropped with its last session."""
+
+    pool: LanePool | None
+    graphs: LaneGraphs | None
+    transfer: FrameTransfer
+    sessions: int = 0
 
 
 def _prompts(change: PromptChange) -> list[tuple[str, float]]:
@@ -76,17 +95,24 @@ def _prompts(change: PromptChange) -> list[tuple[str, float]]:
 class GeneratorPipeline(Pipeline):
     """Serves the diffusion generator to the daemon. Build it with ``GeneratorPipeline.load``."""
 
-    # Captured graphs kept at once (each holds its own intermediates); the oldest goes first.
+    # Captured graphs per group of sessions outside the lane pools (each holds its own intermediates).
     MAX_GRAPHS = 8
+    # A pool takes at most this share of the device memory free when it is made.
+    POOL_MEMORY_SHARE = 0.5
 
-    def __init__(self, generator: StreamGenerator, preset: str, cuda_graphs: bool = True) -> None:
+    def __init__(self, generator: StreamGenerator, preset: str, cuda_graphs: bool = True,
+                 lanes: int | None = None) -> None:
+        """``lanes``: sessions per frame size whose caches share one pool (and its per-batch-size
+        graphs); default 16 with CUDA graphs, else 0 (each session its own cache)."""
         self.generator = generator
         self.name = f"generator:{preset}"
         dev = generator.device
         self.device = f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type
         self._sessions: dict[str, _Session] = {}
         self.cuda_graphs = cuda_graphs and dev.type == "cuda"
-        # One runner per group of sessions (by identity, in batch order) and frame size.
+        self.lanes = (16 if self.cuda_graphs else 0) if lanes is None else lanes
+        self._groups: dict[tuple[int, int], _SizeGroup] = {}
+        # One runner per group of sessions outside the pools (by identity, in batch order) and size.
         self._runners: dict[tuple, CudaGraphRunner] = {}
 
     @classmethod
@@ -97,10 +123,12 @@ class GeneratorPipeline(Pipeline):
         device: str = "auto",
         dtype: str = "auto",
         cuda_graphs: bool = True,
+        lanes: int | None = None,
     ) -> "GeneratorPipeline":
         """Load the model (``checkpoint``, else the preset's shipped weights, else random weights).
 
-        ``cuda_graphs``: on a CUDA device, replay each group's frames as one captured graph.
+        ``cuda_graphs``: on a CUDA device, replay each batch's frames as one captured graph;
+        ``lanes``: see ``GeneratorPipeline`` (the daemon passes its ``max_batch``).
         """
         ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
         dev = _resolve_device(device)
@@ -110,7 +138,7 @@ class GeneratorPipeline(Pipeline):
                 f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
-        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs)
+        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs, lanes=lanes)
         pipeline.warmup()
         return pipeline
 
@@ -130,23 +158,68 @@ class GeneratorPipeline(Pipeline):
             self.close_session(session_id)
 
     # ---- sessions ---------------------------------------------------------------------------
+    def _group(self, width: int, height: int) -> _SizeGroup:
+        key = (width, height)
+        if key not in self._groups:
+            gen = self.generator
+            pool = graphs = None
+            lanes = self._pool_lanes(width, height)
+            if lanes:
+                pool = LanePool(gen.config, gen.config.latent_size(width, height), lanes, gen.device, gen.dtype)
+                if self.cuda_graphs:
+                    graphs = LaneGraphs(gen, pool, width, height)
+            self._groups[key] = _SizeGroup(pool, graphs, FrameTransfer(gen.device, width, height))
+        return self._groups[key]
+
+    def _pool_lanes(self, width: int, height: int) -> int:
+        """``self.lanes``, fewer where the device's free memory would not hold them."""
+        if not self.lanes or self.generator.device.type != "cuda":
+            return self.lanes
+        gen = self.generator
+        specs = KVRingCache.buffer_specs(gen.config, gen.config.latent_size(width, height), gen.dtype)
+        lane_bytes = sum(math.prod(shape) * torch.empty((), dtype=dt).element_size() for shape, dt in specs.values())
+        free, _ = torch.cuda.mem_get_info(gen.device)
+        return min(self.lanes, int(self.POOL_MEMORY_SHARE * free // lane_bytes))
+
     def open_session(self, session_id: str, params: SessionParams) -> None:
         if params.width < 1 or params.height < 1:
             raise ValueError(f"frame size {params.width}x{params.height} is empty")
         m = self.generator.config.frame_multiple
-        session = self.generator.open_session(
-            -(-params.width // m) * m,
-            -(-params.height // m) * m,
-            _prompts(params.prompt),
-            strength=params.strength,
-            seed=params.seed,
-        )
-        self._sessions[session_id] = _Session(session, params.width, params.height)
+        width, height = -(-params.width // m) * m, -(-params.height // m) * m
+        self.generator.config.latent_size(width, height)  # sizes the model cannot take fail before a pool is made
+        group = self._group(width, height)
+        taken = group.pool.acquire() if group.pool is not None else None
+        lane, cache = taken if taken is not None else (None, None)
+        try:
+            session = self.generator.open_session(
+                width, height, _prompts(params.prompt), strength=params.strength, seed=params.seed, cache=cache
+            )
+        except Exception:
+            if lane is not None:
+                group.pool.release(lane)
+            if not group.sessions:
+                del self._groups[(width, height)]
+            raise
+        group.sessions += 1
+        self._sessions[session_id] = _Session(session, params.width, params.height, lane)
 
     def close_session(self, session_id: str) -> None:
         entry = self._sessions.pop(session_id, None)
-        if entry is not None:  # its graphs point at its cache: free them
-            self._runners = {k: r for k, r in self._runners.items() if entry.stream not in r.sessions}
+        if entry is None:
+            return
+        key = (entry.stream.width, entry.stream.height)
+        group = self._groups[key]
+        group.sessions -= 1
+        if entry.lane is not None:
+            group.pool.release(entry.lane)
+        if not group.sessions:  # the pool, its graphs and buffers go with the size's last session
+            del self._groups[key]
+        # Graphs of groups outside the pools point at the session's cache: free them.
+        self._runners = {k: r for k, r in self._runners.items() if entry.stream not in r.sessions}
+
+    def pooled(self, session_id: str) -> bool:
+        """Whether the session's cache is a lane of its size's pool."""
+        return self._entry(session_id).lane is not None
 
     def _session(self, session_id: str) -> StreamSession:
         return self._entry(session_id).stream
@@ -175,9 +248,8 @@ class GeneratorPipeline(Pipeline):
         return [PresetInfo(name, PRESET_DESCRIPTIONS.get(name, "")) for name in ModelConfig.preset_names()]
 
     # ---- frames -----------------------------------------------------------------------------
-    def _to_tensor(self, session: _Session, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 (or float in [0, 1]) -> (3, H', W') float32 in [-1, 1], padded to the
-        generator's size; ValueError if unusable."""
+    def _check_frame(self, session: _Session, frame: np.ndarray) -> None:
+        """ValueError unless ``frame`` is (H, W, 3) uint8 (or float in [0, 1]) at the session's size."""
         if not isinstance(frame, np.ndarray):
             raise ValueError(f"a frame must be a numpy array, got {type(frame).__name__}")
         expected = (session.height, session.width, 3)
@@ -186,23 +258,52 @@ class GeneratorPipeline(Pipeline):
                 f"frame shape {frame.shape} does not match the session's (H, W, 3) = {expected}: reopen the "
                 f"session with the new size"
             )
-        # Frames may be read-only views of the wire buffer: the float conversion is the one copy.
-        if frame.dtype == np.uint8:
-            x = torch.from_numpy(frame.astype(np.float32)).div_(127.5).sub_(1.0)
-        elif np.issubdtype(frame.dtype, np.floating):
+        if np.issubdtype(frame.dtype, np.floating):
             if not np.isfinite(frame).all():
                 raise ValueError("frame has NaN or infinite pixels")
-            x = torch.from_numpy(frame.astype(np.float32)).clamp_(0, 1).mul_(2.0).sub_(1.0)
-        else:
+        elif frame.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 RGB (or float in [0, 1]), got {frame.dtype}")
-        x = x.permute(2, 0, 1)
-        pad_w, pad_h = session.stream.width - session.width, session.stream.height - session.height
-        if pad_w or pad_h:
-            x = F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
-        return x
+
+    @staticmethod
+    def _as_uint8(frame: np.ndarray) -> np.ndarray:
+        """Float frames in [0, 1] to uint8 (rounded); uint8 frames as they are."""
+        if frame.dtype == np.uint8:
+            return frame
+        return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    def _run_group(self, group: _SizeGroup, items: list[_Session], frames: torch.Tensor) -> torch.Tensor:
+        """One generator step for sessions of one size: lanes of the pool through their graphs (or
+        eagerly), the others through their own caches."""
+        gen = self.generator
+        pooled = [i for i, s in enumerate(items) if s.lane is not None]
+        if len(pooled) < len(items):
+            if not pooled:
+                return self._run([s.stream for s in items], frames)
+            out = torch.empty_like(frames, dtype=gen.dtype)
+            own = [i for i in range(len(items)) if items[i].lane is None]
+            out[own] = self._run([items[i].stream for i in own], frames[own])
+            out[pooled] = self._run_group(group, [items[i] for i in pooled], frames[pooled])
+            return out
+        sessions, lanes = [s.stream for s in items], [s.lane for s in items]
+        if group.graphs is not None and self.cuda_graphs:
+            out = group.graphs.step(sessions, lanes, frames)
+            if group.graphs.capture_error is not None:
+                log.warning("CUDA graph capture failed, running eagerly from now on: %s", group.graphs.capture_error)
+                self.cuda_graphs = False
+                for g in self._groups.values():
+                    g.graphs = None
+                self._runners.clear()
+            return out
+        with torch.inference_mode():  # prepare's buffers are inference tensors
+            inputs = gen.prepare(sessions, frames)
+            inputs.lanes.copy_(torch.tensor(lanes))
+            out = gen.forward(sessions, inputs, LaneCaches(group.pool, inputs.lanes))
+        gen.finish(sessions)
+        return out
 
     def _run(self, sessions: list[StreamSession], frames: torch.Tensor) -> torch.Tensor:
-        """One generator step for a group, through its CUDA graph when graphs are on."""
+        """One generator step for sessions with their own caches, through a CUDA graph of the group
+        when graphs are on."""
         if not self.cuda_graphs:
             return self.generator.step(sessions, frames)
         key = (tuple(id(s) for s in sessions), frames.shape[-1], frames.shape[-2])
@@ -221,7 +322,7 @@ class GeneratorPipeline(Pipeline):
 
     def step(self, batch: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray | Exception]:
         out: list[np.ndarray | Exception] = [RuntimeError("not processed")] * len(batch)
-        groups: dict[tuple[int, int], list[tuple[int, _Session, torch.Tensor]]] = defaultdict(list)
+        groups: dict[tuple[int, int], list[tuple[int, _Session, np.ndarray]]] = defaultdict(list)
         seen: set[str] = set()
         for i, (session_id, frame) in enumerate(batch):
             try:
@@ -229,26 +330,26 @@ class GeneratorPipeline(Pipeline):
                 if session_id in seen:
                     raise ValueError(f"session {session_id} has two frames in one batch: send one frame per step")
                 seen.add(session_id)
-                key = (session.stream.width, session.stream.height)
-                groups[key].append((i, session, self._to_tensor(session, frame)))
+                self._check_frame(session, frame)
+                groups[(session.stream.width, session.stream.height)].append((i, session, frame))
             except Exception as e:  # one bad frame must not fail the batch
                 out[i] = e
-        for items in groups.values():
+        for key, items in groups.items():
             try:
-                frames = torch.stack([t for _, _, t in items])[:, None].to(self.generator.device)
-                result = self._run([s.stream for _, s, _ in items], frames)
-                pixels = result[:, 0].float().permute(0, 2, 3, 1).cpu().numpy()
+                group = self._groups[key]
+                frames = group.transfer.upload([self._as_uint8(f) for _, _, f in items])
+                result = self._run_group(group, [s for _, s, _ in items], frames)
+                pixels, finite = group.transfer.download(result)
             except Exception as e:  # a failing group fails only its own frames
                 log.exception("generator step failed for %d session(s)", len(items))
                 for i, _, _ in items:
                     out[i] = e
                 continue
-            for (i, session, _), img in zip(items, pixels):
-                img = img[: session.height, : session.width]
-                if not np.isfinite(img).all():
+            for (i, session, _), img, ok in zip(items, pixels, finite):
+                if not ok:
                     out[i] = FloatingPointError(
                         "the model produced NaN pixels: reset the session (or the model is broken)"
                     )
                     continue
-                out[i] = np.clip((img + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+                out[i] = img[: session.height, : session.width].copy()  # the buffer is reused next step
         return out
