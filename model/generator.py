@@ -77,6 +77,10 @@ class StreamGenerator:
             )
         # Each step's noise levels are strength times this table (sampler.sigma_schedule's math).
         self._sigma_table = torch.tensor((*self.config.sigmas, 0.0), device=self.device, dtype=self.dtype)
+        # What runs each DiT call of a stream step: None = the network; a mega-kernel executor (set
+        # by morphcam.kernels.megakernel.attach) runs it as one launch and falls back to the network
+        # by itself where it cannot (batches, a watchdog failure). ``finish`` runs its ``check``.
+        self.megakernel = None
 
     # ---- prompts --------------------------------------------------------------------------------
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
@@ -254,7 +258,7 @@ class StreamGenerator:
             s_now, s_next = sig[:, k], sig[:, k + 1]
             sigma_bf = s_now[:, None].expand(b, f)
             step_bf = (s_now - s_next)[:, None].expand(b, f)
-            v = dit(x, z, sigma_bf, step_bf, pooled, tokens, context)
+            v = (dit if self.megakernel is None else self.megakernel)(x, z, sigma_bf, step_bf, pooled, tokens, context)
             if k == n_steps - 1 and not cfg.cache_refresh:
                 # The cache now holds this step's K/V: keep the inputs that produced them for recache.
                 caches.store_inputs(x, z, sigma_bf, step_bf)
@@ -271,6 +275,8 @@ class StreamGenerator:
         for s in sessions:
             s.cache.commit_host()
             s.frames_out += self.config.frames_per_step
+        if self.megakernel is not None:
+            self.megakernel.check()  # the watchdog: raises (once) if the step hung, then falls back
 
     @torch.inference_mode()
     def recache(self, session: StreamSession) -> None:
