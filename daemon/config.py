@@ -63,7 +63,9 @@ class ModelConfig:
     """On a CUDA device, replay each batch's whole frame (encode, steps, decode) as one captured
     CUDA graph; false runs every step eagerly. A capture that fails falls back to eager with a warning."""
     batch_wait_ms: float = 4.0
-    """How long a step may wait for other streaming sessions' frames to join it (0 = never)."""
+    """How long a step may wait for other streaming sessions' frames to join it (0 = never). Only
+    frames due within the wait (by each stream's input rate) are waited for: a lone stream, or
+    streams whose next frames come later, never wait."""
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ class Session:
         self._lock = threading.Lock()
         self._pending: PendingFrame | None = None
         self._last_input = 0.0  # monotonic time of the newest frame put
+        self._period: float | None = None  # smoothed time between input frames, once two came
         self._inflight = 0  # taken by the worker, output not yet consumed by the stream
         self._capacity = output_capacity
         self._out: asyncio.Queue[Any] = asyncio.Queue()
@@ -148,7 +149,11 @@ class Session:
             dropped = self._pending is not None
             self._pending = frame
             self.stats.frames_in += 1
-            self._last_input = time.monotonic()
+            now = time.monotonic()
+            if self._last_input:
+                gap = now - self._last_input
+                self._period = gap if self._period is None else 0.8 * self._period + 0.2 * gap
+            self._last_input = now
             self.stats.inputs.add(self._last_input)
             if dropped:
                 self.stats.dropped += 1
@@ -187,12 +192,16 @@ class Session:
         with self._lock:
             return not self.closed and self._pending is not None and self._inflight < self._capacity
 
-    def could_be_ready(self, now: float, within_s: float = 1.0) -> bool:
-        """Streaming (a frame in the last ``within_s``) with room for a result: its next frame
-        is worth a short wait when forming a batch."""
+    def expects_frame(self, now: float, deadline: float) -> bool:
+        """No frame waiting yet, but streaming with room for a result and, by its input rate, its
+        next frame due by ``deadline`` (or its rate is not known yet): worth waiting for."""
         with self._lock:
-            return (not self.closed and self._inflight < self._capacity
-                    and now - self._last_input <= within_s)
+            if self.closed or self._pending is not None or self._inflight >= self._capacity:
+                return False
+            if now - self._last_input > 1.0:
+                return False
+            # 0.9: a frame a little early for its period still counts as due.
+            return self._period is None or self._last_input + 0.9 * self._period <= deadline
 
     def take(self) -> PendingFrame | None:
         with self._lock:

@@ -80,14 +80,17 @@ class BatchWorker:
         return ready
 
     def _gather(self) -> None:
-        """With the lock held and something ready: wait up to ``batch_wait_s`` for the other
-        streaming sessions' next frames, so that they share this step instead of each waiting
-        a whole step for the next one (which halves their rate when the step is long)."""
+        """With the lock held and something ready: wait up to ``batch_wait_s`` for other streaming
+        sessions' next frames, so that they share this step instead of each waiting a whole step
+        for the next one (which halves their rate when the step is long). Only frames due within
+        the wait are waited for: a lone stream, a batch already full or complete, and streams whose
+        next frame comes later (staggered 30 fps streams) start the step at once."""
         deadline = time.monotonic() + self.batch_wait_s
         while not self._stop and not self._commands:
             now = time.monotonic()
-            waiting_for = [s for s in self._sessions if s.could_be_ready(now)]
-            if sum(s.ready() for s in waiting_for) >= min(len(waiting_for), self.max_batch) or now >= deadline:
+            if now >= deadline or sum(s.ready() for s in self._sessions) >= self.max_batch:
+                return
+            if not any(s.expects_frame(now, deadline) for s in self._sessions):
                 return
             self._cond.wait(deadline - now)
 
