@@ -25,6 +25,9 @@ class ModelConfig:
     dim: int = 256
     n_layers: int = 10
     n_heads: int = 4
+    # Width of each attention head; 0 means dim // n_heads. Pruning removes whole heads and keeps
+    # the width of those it keeps, so a pruned model's attention is narrower than ``dim``.
+    attn_head_dim: int = 0
     ffn_dim: int = 1024
     patch_size: int = 2
     text_dim: int = 384  # all-MiniLM-L6-v2 hidden size
@@ -53,7 +56,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.dim % self.n_heads:
+        if self.n_heads < 1 or self.ffn_dim < 1 or self.attn_head_dim < 0:
+            problems.append(f"n_heads ({self.n_heads}) and ffn_dim ({self.ffn_dim}) must be >= 1, attn_head_dim >= 0")
+        elif not self.attn_head_dim and self.dim % self.n_heads:
             problems.append(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
         elif self.head_dim % 4:
             problems.append(f"head_dim {self.head_dim} must be a multiple of 4 for 2D RoPE")
@@ -88,7 +93,12 @@ class ModelConfig:
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.attn_head_dim or self.dim // self.n_heads
+
+    @property
+    def attn_dim(self) -> int:
+        """Inner width of self- and cross-attention: all heads side by side (``dim`` unless pruned)."""
+        return self.n_heads * self.head_dim
 
     @property
     def latent_stride(self) -> int:
@@ -147,7 +157,10 @@ class ModelConfig:
         return tuple(_presets())
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        raw = dataclasses.asdict(self)
+        if not raw["attn_head_dim"]:  # unpruned models stay readable by releases without the field
+            del raw["attn_head_dim"]
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":

@@ -31,18 +31,18 @@ def timestep_features(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
 class DiTBlock(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        d, h = config.dim, config.n_heads
+        d, h, a = config.dim, config.n_heads, config.attn_dim  # a == d unless heads were pruned
         self.layer, self.n_heads, self.eps = layer, h, config.norm_eps
         self.modulation = nn.Parameter(torch.zeros(6, d))  # per-block offset to the shared adaLN
-        self.qkv = nn.Linear(d, 3 * d)
+        self.qkv = nn.Linear(d, 3 * a)
         self.q_norm = nn.Parameter(torch.ones(config.head_dim))
         self.k_norm = nn.Parameter(torch.ones(config.head_dim))
         self.frame_emb = nn.Parameter(torch.zeros(config.frame_positions, h, config.head_dim))
-        self.attn_out = nn.Linear(d, d)
+        self.attn_out = nn.Linear(a, d)
         self.cross_norm = nn.LayerNorm(d, eps=config.norm_eps)
-        self.cross_q = nn.Linear(d, d)
-        self.cross_kv = nn.Linear(d, 2 * d)
-        self.cross_out = nn.Linear(d, d)
+        self.cross_q = nn.Linear(d, a)
+        self.cross_kv = nn.Linear(d, 2 * a)
+        self.cross_out = nn.Linear(a, d)
         self.ffn_in = nn.Linear(d, config.ffn_dim)
         self.ffn_out = nn.Linear(config.ffn_dim, d)
 
@@ -64,17 +64,17 @@ class DiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
 
         h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
-        q, k, v = self.qkv(h).view(b, t * n, 3, d).unbind(2)
+        q, k, v = self.qkv(h).view(b, t * n, 3, -1).unbind(2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
         q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, context.ring_slots(self.layer))
         a = context.attend(self.layer, q, k, v, self.frame_emb)
-        x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, d)), gate1)
+        x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1)), gate1)
 
         h = ops.layer_norm(x, self.cross_norm.weight, self.cross_norm.bias, self.eps).view(b, t * n, d)
         ck, cv = self.cross_kv(text).chunk(2, dim=-1)
         c = ops.attention(self._heads(self.cross_q(h)), self._heads(ck), self._heads(cv))
-        x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, d))
+        x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
 
         h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
         return ops.gated_residual(x, self.ffn_out(ops.gelu(self.ffn_in(h))), gate2)
