@@ -5,10 +5,11 @@ indexes layers by offset). ``StepBuffers`` holds the step's activations, scratch
 modulation tables and views of the session's KV ring; both executors (the torch interpreter
 and the Triton kernel) read and write exactly these, so a diff compares them buffer by buffer.
 
-Shapes (M = frames * N rows, D = dim, H heads, Dh = head_dim, S = slots, L layers, Lt = text
-tokens, P = frame_positions, T = frames, Fd = ffn_dim, Po = patch_out features)::
+Shapes (M = frames * N rows, D = dim, A = H * Dh the attention width, H heads, Dh = head_dim,
+S = slots, L layers, Lt = text tokens, P = frame_positions, T = frames, Fd = ffn_dim, Po =
+patch_out features)::
 
-    x (M, D)   h (M, D)   qkv (M, 3D)   q (H, M, Dh)   attn (M, D)   cq (M, D)   ckv (Lt, 2D)
+    x (M, D)   h (M, D)   qkv (M, 3A)   q (H, M, Dh)   attn (M, A)   cq (M, A)   ckv (Lt, 2A)
     ffn (M, Fd)   out (M, Po)   part_acc (S, H, M, Dh) fp32   part_ml (2, S, H, M) fp32
     norm_ac (L + 1, 3, 2, T, D): per norm and frame, y = LN(x) * a + c
     gates (L, 2, T, D)   text (Lt, D)   cos, sin (N, Dh / 2)
@@ -34,18 +35,18 @@ class Weights:
     w_* are nn.Linear weights (out, in); b_* their biases (out,).
     """
 
-    w_qkv: torch.Tensor  # (L, 3D, D)
-    b_qkv: torch.Tensor  # (L, 3D)
+    w_qkv: torch.Tensor  # (L, 3A, D)
+    b_qkv: torch.Tensor  # (L, 3A)
     q_norm: torch.Tensor  # (L, Dh)
     k_norm: torch.Tensor  # (L, Dh)
     frame_emb: torch.Tensor  # (L, P, H, Dh)
-    w_o: torch.Tensor  # (L, D, D)
+    w_o: torch.Tensor  # (L, D, A)
     b_o: torch.Tensor  # (L, D)
-    w_cq: torch.Tensor  # (L, D, D)
-    b_cq: torch.Tensor  # (L, D)
-    w_ckv: torch.Tensor  # (L, 2D, D)
-    b_ckv: torch.Tensor  # (L, 2D)
-    w_co: torch.Tensor  # (L, D, D)
+    w_cq: torch.Tensor  # (L, A, D)
+    b_cq: torch.Tensor  # (L, A)
+    w_ckv: torch.Tensor  # (L, 2A, D)
+    b_ckv: torch.Tensor  # (L, 2A)
+    w_co: torch.Tensor  # (L, D, A)
     b_co: torch.Tensor  # (L, D)
     w_f1: torch.Tensor  # (L, Fd, D)
     b_f1: torch.Tensor  # (L, Fd)
@@ -110,14 +111,14 @@ class StepBuffers:
     def allocate(cls, shape: Shape, device, dtype) -> "StepBuffers":
         """Fresh buffers (ring views left as empty placeholders until ``bind_cache``)."""
         s = shape
-        m, d, h, dh = s.rows, s.dim, s.n_heads, s.head_dim
+        m, d, h, dh, a = s.rows, s.dim, s.n_heads, s.head_dim, s.attn_width
         kw = dict(device=device, dtype=dtype)
         f32 = dict(device=device, dtype=torch.float32)
         ring = torch.zeros(1, s.n_layers, h, s.slots * s.tokens_per_frame, dh, **kw)
         return cls(
-            x=torch.zeros(m, d, **kw), h=torch.zeros(m, d, **kw), qkv=torch.zeros(m, 3 * d, **kw),
-            q=torch.zeros(h, m, dh, **kw), attn=torch.zeros(m, d, **kw), cq=torch.zeros(m, d, **kw),
-            ckv=torch.zeros(s.text_tokens, 2 * d, **kw), ffn=torch.zeros(m, s.ffn_dim, **kw),
+            x=torch.zeros(m, d, **kw), h=torch.zeros(m, d, **kw), qkv=torch.zeros(m, 3 * a, **kw),
+            q=torch.zeros(h, m, dh, **kw), attn=torch.zeros(m, a, **kw), cq=torch.zeros(m, a, **kw),
+            ckv=torch.zeros(s.text_tokens, 2 * a, **kw), ffn=torch.zeros(m, s.ffn_dim, **kw),
             out=torch.zeros(m, s.out_dim, **kw),
             part_acc=torch.zeros(s.slots, h, m, dh, **f32), part_ml=torch.zeros(2, s.slots, h, m, **f32),
             norm_ac=torch.zeros(s.n_layers + 1, 3, 2, s.frames, d, **kw), gates=torch.zeros(s.n_layers, 2, s.frames, d, **kw),

@@ -89,7 +89,8 @@ class MegakernelExecutor:
         self.n_programs, self.timeout_s, self.max_spin = n_programs, timeout_s, max_spin
         self.tiles = tiles or (gpu_tiles(self.config) if self.device.type == "cuda" else cpu_tiles())
         self.weights = Weights.from_dit(dit)
-        self.error = torch.zeros(3, device=self.device, dtype=torch.int32)
+        self.error = torch.zeros(4, device=self.device, dtype=torch.int32)  # see kernel.launch
+        self._launches_at_failure = 0
         self.failed: str | None = None
         self._last_program: Program | None = None
         self._plans: dict[int, tuple[Program, StepBuffers, torch.Tensor]] = {}
@@ -156,9 +157,11 @@ class MegakernelExecutor:
 
     # ---- watchdog -------------------------------------------------------------------------------
     def check(self) -> None:
-        """Wait for the device (at most ``timeout_s``) and raise ``MegakernelError`` if the step
-        hung or a wait timed out. After an error ``failed`` says why and ``denoise`` falls back."""
-        if self.backend == "interpreter" or self.failed is not None:
+        """Wait for the device (at most ``timeout_s``) and raise ``MegakernelError`` if the step hung
+        or a wait timed out; after that ``failed`` says why and ``denoise`` hands calls to the network.
+        Once failed, it raises again only if a captured CUDA graph still launches the kernel (the
+        kernel then does nothing: its error flag stays set), so the graph's owner recaptures."""
+        if self.backend == "interpreter":
             return
         if self.device.type == "cuda":
             stream = torch.cuda.current_stream(self.device)
@@ -167,17 +170,22 @@ class MegakernelExecutor:
                 if time.monotonic() > deadline:
                     self._fail(f"a step did not finish within {self.timeout_s:g} s")
                 time.sleep(20e-6)
-        code, index, pid = self.error.tolist()
+        code, index, pid, launches = self.error.tolist()
+        if self.failed is not None:
+            if launches > self._launches_at_failure:
+                self._launches_at_failure = launches
+                raise MegakernelError(f"{self.failed}; a captured CUDA graph still launches it: recapture")
+            return
         if code:
             program = self._last_program
             where = program.describe(index) if program is not None else f"#{index}"
-            self.error.zero_()
+            self._launches_at_failure = launches
             self._fail(f"program {pid} timed out waiting before instruction {where}")
 
     def _fail(self, reason: str) -> None:
         self.failed = f"mega-kernel watchdog: {reason}; falling back to the CUDA-graph path"
+        log.error("%s", self.failed)
         raise MegakernelError(self.failed)
-
 
 EXECUTORS = ("graph", "megakernel")
 

@@ -88,7 +88,7 @@ class Interpreter:
 
     def _qk_rope(self, bufs: StepBuffers, layer: int, head: int, r0: int, r1: int) -> None:
         s = self.program.shape
-        d, dh, n = s.dim, s.head_dim, s.tokens_per_frame
+        d, dh, n = s.attn_width, s.head_dim, s.tokens_per_frame
         cols = slice(head * dh, (head + 1) * dh)
         rows = torch.arange(r0, r1, device=bufs.x.device)
         cos, sin = bufs.cos[rows % n].float(), bufs.sin[rows % n].float()
@@ -132,7 +132,7 @@ class Interpreter:
 
     def _cross(self, bufs: StepBuffers, head: int, r0: int, r1: int) -> None:
         s = self.program.shape
-        d, dh = s.dim, s.head_dim
+        d, dh = s.attn_width, s.head_dim
         cols = slice(head * dh, (head + 1) * dh)
         q = bufs.cq[r0:r1, cols].float()
         k = bufs.ckv[:, cols].float()

@@ -5,8 +5,10 @@ tile count (an acquire read in a bounded spin), runs the tile, and adds one to i
 counter (a release add). A CTA barrier before the signal makes every thread's stores part of
 the release; one after the wait spreads the acquire to every thread. If a wait spins more than
 ``max_spin`` times, or another program has already failed, the program records the failure in
-``error`` ([code, instruction, program]) and skips the rest of its queue, so a hang ends as an
-error the host sees (``MegakernelExecutor`` then falls back) instead of a frozen stream.
+``error`` ([code, instruction, program, launches]) and skips the rest of its queue, so a hang ends
+as an error the host sees (``MegakernelExecutor`` then falls back) instead of a frozen stream. The
+flag stays set afterwards: a launch that finds it set does nothing (a CUDA graph captured with the
+kernel inside replays harmlessly until it is recaptured).
 
 The grid never exceeds the SM count, so every program is resident and the waits can progress.
 Under ``TRITON_INTERPRET=1`` (CPU tests) it runs with a single program.
@@ -32,26 +34,26 @@ def _megakernel(
     queues,  # reads the per-program queues (P, QMAX) int32 instruction indices
     queue_len,  # reads each program's queue length (P,) int32
     counters,  # reads and increments the stage counters (stages,) int32, zeroed before launch
-    error,  # writes [code, instruction, program] (3,) int32 on a watchdog timeout
+    error,  # writes [code, instruction, program] on a watchdog timeout, counts launches in [3]; (4,) int32
     # Weights (stacked over layers; see buffers.Weights)
-    w_qkv, b_qkv,  # reads (L, 3D, D), (L, 3D)
+    w_qkv, b_qkv,  # reads (L, 3A, D), (L, 3A); A = H * DH, the attention width
     q_norm, k_norm,  # reads (L, DH) each
     frame_emb,  # reads (L, P, H, DH)
-    w_o, b_o,  # reads (L, D, D), (L, D)
-    w_cq, b_cq,  # reads (L, D, D), (L, D)
-    w_ckv, b_ckv,  # reads (L, 2D, D), (L, 2D)
-    w_co, b_co,  # reads (L, D, D), (L, D)
+    w_o, b_o,  # reads (L, D, A), (L, D)
+    w_cq, b_cq,  # reads (L, A, D), (L, A)
+    w_ckv, b_ckv,  # reads (L, 2A, D), (L, 2A)
+    w_co, b_co,  # reads (L, D, A), (L, D)
     w_f1, b_f1,  # reads (L, FFN, D), (L, FFN)
     w_f2, b_f2,  # reads (L, D, FFN), (L, D)
     w_out, b_out,  # reads (PO, D), (PO,)
     # Step buffers (see buffers.StepBuffers)
     x,  # reads and writes the residual stream (M, D)
     h,  # writes and reads the normalised rows (M, D)
-    qkv,  # writes and reads (M, 3D)
+    qkv,  # writes and reads (M, 3A)
     q,  # writes and reads the rotated queries (H, M, DH)
-    attn,  # writes and reads the self/cross attention output (M, D)
-    cq,  # writes and reads the cross queries (M, D)
-    ckv,  # writes and reads the prompt's keys and values (LT, 2D)
+    attn,  # writes and reads the self/cross attention output (M, A)
+    cq,  # writes and reads the cross queries (M, A)
+    ckv,  # writes and reads the prompt's keys and values (LT, 2A)
     ffn,  # writes and reads the FFN activations (M, FFN)
     out,  # writes patch_out's output (M, PO)
     part_acc,  # writes and reads attention partials (S, H, M, DH) fp32
@@ -67,11 +69,15 @@ def _megakernel(
     lane,  # reads the lane this step uses (1,) long
     QMAX, max_spin, last, eps, sm_scale,  # last: run tiles with index <= last only (the rest just signal)
     M, T, N, S, LT, PO, FP,
-    L, D: tl.constexpr, H: tl.constexpr, DH: tl.constexpr, FFN: tl.constexpr,
+    L, D: tl.constexpr, AD: tl.constexpr, H: tl.constexpr, DH: tl.constexpr, FFN: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKV: tl.constexpr, BD: tl.constexpr,
-    BLT: tl.constexpr, IEEE: tl.constexpr,
+    BLT: tl.constexpr, LN_ROWS: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    if pid == 0:
+        tl.atomic_add(error + 3, 1)  # launches: the host sees a captured graph still replaying this kernel
+    # A flag left set by an earlier failure disables the kernel: every program returns at once.
+    ok = (tl.atomic_add(error, 0, sem="acquire") == 0).to(tl.int32)
     ln = tl.load(lane).to(tl.int64)  # the ring buffers of this step's lane
     ring_k += ln * L * H * S * N * DH
     ring_v += ln * L * H * S * N * DH
@@ -79,7 +85,6 @@ def _megakernel(
     token_valid += ln * S * N
     slot_idx += ln * T
     n_items = tl.load(queue_len + pid)
-    ok = tl.full((), 1, tl.int32)
     for i in range(0, n_items):
         idx = tl.load(queues + pid * QMAX + i)
         row = instr + idx * 8
@@ -94,7 +99,7 @@ def _megakernel(
         if (ok != 0) & (wait >= 0):
             cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
             err = tl.atomic_add(error, 0, sem="acquire")
-            spins = 0
+            spins = tl.full((), 0, tl.int32)
             while (cnt < target) & (err == 0) & (spins < max_spin):
                 cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
                 err = tl.atomic_add(error, 0, sem="acquire")
@@ -109,14 +114,14 @@ def _megakernel(
         if (ok != 0) & (idx <= last):
             lay = layer.to(tl.int64)
             if op == 0:  # Op.LN
-                ln_tile(x, h, norm_ac + ((lay * 3 + b) * 2) * T * D, a, M, T, N, eps, D, BM, BD)
+                ln_tile(x, h, norm_ac + ((lay * 3 + b) * 2) * T * D, a, M, T, N, eps, D, BM, BD, LN_ROWS)
             elif op == 1:  # Op.MM_QKV
-                mm_tile(h, w_qkv + lay * 3 * D * D, b_qkv + lay * 3 * D, qkv, b_qkv, M, 3 * D, D, a, b, N,
+                mm_tile(h, w_qkv + lay * 3 * AD * D, b_qkv + lay * 3 * AD, qkv, b_qkv, M, 3 * AD, D, a, b, N,
                         0, BM, BN, BK, IEEE)
             elif op == 2:  # Op.QK_ROPE
                 qk_rope_tile(qkv, q_norm + lay * DH, k_norm + lay * DH, cos, sin, slot_idx, q,
                              ring_k + lay * H * S * N * DH, ring_v + lay * H * S * N * DH,
-                             b, a, M, N, S, eps, D, DH, BM)
+                             b, a, M, N, S, eps, AD, DH, BM)
             elif op == 3:  # Op.ATTN_PART
                 attn_part_tile(q, ring_k + lay * H * S * N * DH, ring_v + lay * H * S * N * DH, frame_idx,
                                token_valid, frame_emb + lay * FP * H * DH, part_acc, part_ml,
@@ -124,17 +129,17 @@ def _megakernel(
             elif op == 4:  # Op.ATTN_REDUCE
                 attn_reduce_tile(part_acc, part_ml, attn, b, a, M, H, S, DH, BM)
             elif op == 5:  # Op.MM_O: x += gate1 * (attn @ Wo^T + b)
-                mm_tile(attn, w_o + lay * D * D, b_o + lay * D, x, gates + lay * 2 * T * D, M, D, D, a, b, N,
+                mm_tile(attn, w_o + lay * D * AD, b_o + lay * D, x, gates + lay * 2 * T * D, M, D, AD, a, b, N,
                         2, BM, BN, BK, IEEE)
             elif op == 6:  # Op.MM_CKV
-                mm_tile(text, w_ckv + lay * 2 * D * D, b_ckv + lay * 2 * D, ckv, b_ckv, LT, 2 * D, D, a, b, N,
+                mm_tile(text, w_ckv + lay * 2 * AD * D, b_ckv + lay * 2 * AD, ckv, b_ckv, LT, 2 * AD, D, a, b, N,
                         0, BM, BN, BK, IEEE)
             elif op == 7:  # Op.MM_CQ
-                mm_tile(h, w_cq + lay * D * D, b_cq + lay * D, cq, b_cq, M, D, D, a, b, N, 0, BM, BN, BK, IEEE)
+                mm_tile(h, w_cq + lay * AD * D, b_cq + lay * AD, cq, b_cq, M, AD, D, a, b, N, 0, BM, BN, BK, IEEE)
             elif op == 8:  # Op.CROSS_ATTN
-                cross_tile(cq, ckv, attn, b, a, M, LT, sm_scale, D, DH, BM, BLT, IEEE)
+                cross_tile(cq, ckv, attn, b, a, M, LT, sm_scale, AD, DH, BM, BLT, IEEE)
             elif op == 9:  # Op.MM_CO: x += attn @ Wco^T + b
-                mm_tile(attn, w_co + lay * D * D, b_co + lay * D, x, b_co, M, D, D, a, b, N, 3, BM, BN, BK, IEEE)
+                mm_tile(attn, w_co + lay * D * AD, b_co + lay * D, x, b_co, M, D, AD, a, b, N, 3, BM, BN, BK, IEEE)
             elif op == 10:  # Op.MM_F1: gelu
                 mm_tile(h, w_f1 + lay * FFN * D, b_f1 + lay * FFN, ffn, b_f1, M, FFN, D, a, b, N,
                         1, BM, BN, BK, IEEE)
@@ -149,11 +154,11 @@ def _megakernel(
 
 
 def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, error, eps: float,
-           max_spin: int = 1 << 22, last: int | None = None, num_warps: int = 4) -> None:
+           max_spin: int = 1 << 22, last: int | None = None, num_warps: int = 8) -> None:
     """Run ``program`` (already on the buffers' device) with one Triton program per queue.
 
-    counters: (stages,) int32, zeroed here; error: (3,) int32, left as it is (the caller zeroes
-    it once and checks it after the step); last: run only instructions 0..last (diffs).
+    counters: (stages,) int32, zeroed here; error: (4,) int32, left as it is (zeroed once by the
+    caller, checked after the step); last: run only instructions 0..last (diffs).
     """
     s = program.shape
     if FIELDS != 8 or Op.MM_OUT != 12 or Norm.FFN != 2:
@@ -167,7 +172,9 @@ def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, erro
         **{f.name: getattr(bufs, f.name) for f in fields(bufs)},
         QMAX=program.queues.shape[1], max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
         M=s.rows, T=s.frames, N=s.tokens_per_frame, S=s.slots, LT=s.text_tokens, PO=s.out_dim, FP=s.frame_positions,
-        L=s.n_layers, D=s.dim, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
+        L=s.n_layers, D=s.dim, AD=s.attn_width, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
         BM=s.block_m, BN=s.block_n, BK=s.block_k, BKV=s.block_kv, BD=triton.next_power_of_2(s.dim),
-        BLT=max(16, triton.next_power_of_2(s.text_tokens)), IEEE=exact, num_warps=num_warps,
+        BLT=max(16, triton.next_power_of_2(s.text_tokens)),
+        LN_ROWS=min(s.block_m, max(1, 4096 // triton.next_power_of_2(s.dim))),  # ~4k fp32 values at a time
+        IEEE=exact, num_warps=num_warps,
     )

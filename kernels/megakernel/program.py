@@ -12,7 +12,8 @@ order; every tile of stage ``s`` waits until counter ``s - 1`` reaches the numbe
 tensor, zeroed before each launch). Because each program walks its queue in stage order and all
 programs are resident at once, the lowest unfinished stage can always progress: no deadlock.
 
-Per layer (``N`` tokens per frame, ``M = frames * N`` query rows, ``S`` cache slots)::
+Per layer (``N`` tokens per frame, ``M = frames * N`` query rows, ``S`` cache slots; the attention
+width ``A = heads * head_dim`` is ``dim`` unless heads were pruned)::
 
     LN_ATTN      rows tile          h = LN(x) * (1 + scale1) + shift1
     MM_QKV       rows x cols tile   qkv = h @ Wqkv^T + b
@@ -87,6 +88,7 @@ class Shape:
     tokens_per_frame: int  # N
     slots: int  # cache slots S
     frame_positions: int
+    attn_dim: int = 0  # all heads side by side; 0 = dim (heads pruned from a model make it smaller)
     block_m: int = 16
     block_n: int = 32
     block_k: int = 32
@@ -98,8 +100,13 @@ class Shape:
         return self.frames * self.tokens_per_frame
 
     @property
+    def attn_width(self) -> int:
+        """Width A of the attention projections (q, k, v, cross q/k/v and the outputs' inputs)."""
+        return self.attn_dim or self.dim
+
+    @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.attn_width // self.n_heads
 
     @classmethod
     def from_config(cls, config, tokens_per_frame: int, **tiles: int) -> "Shape":
@@ -108,7 +115,7 @@ class Shape:
             n_layers=config.n_layers, dim=config.dim, n_heads=config.n_heads, ffn_dim=config.ffn_dim,
             out_dim=config.patch_size**2 * config.latent_channels, text_tokens=config.text_tokens,
             frames=config.frames_per_step, tokens_per_frame=tokens_per_frame, slots=config.cache_frames,
-            frame_positions=config.frame_positions, **tiles,
+            frame_positions=config.frame_positions, attn_dim=getattr(config, "attn_dim", config.dim), **tiles,
         )
 
 
@@ -157,7 +164,7 @@ def _cost(flops: float, nbytes: float) -> float:
 def _stages(shape: Shape) -> list[tuple[str, list[tuple[tuple[int, ...], float]]]]:
     """Every stage in order: (name, [(instruction without the sync fields, estimated cost)])."""
     s = shape
-    bm, bn, m, d, dh = s.block_m, s.block_n, s.rows, s.dim, s.head_dim
+    bm, bn, m, d, dh, a = s.block_m, s.block_n, s.rows, s.dim, s.head_dim, s.attn_width
     row_tiles = range(0, m, bm)
     elt = 2  # bf16 bytes
 
@@ -183,15 +190,15 @@ def _stages(shape: Shape) -> list[tuple[str, list[tuple[tuple[int, ...], float]]
                 for r in row_tiles for h in range(s.n_heads)]
         out += [
             (f"L{layer}.ln_attn", ln(layer, Norm.ATTN)),
-            (f"L{layer}.qkv", mm(Op.MM_QKV, layer, m, 3 * d, d)),
+            (f"L{layer}.qkv", mm(Op.MM_QKV, layer, m, 3 * a, d)),
             (f"L{layer}.qk_rope", rope),
             (f"L{layer}.attn_part", part),
             (f"L{layer}.attn_reduce", reduce),
-            (f"L{layer}.out_proj", mm(Op.MM_O, layer, m, d, d)),
-            (f"L{layer}.ln_cross+ckv", ln(layer, Norm.CROSS) + mm(Op.MM_CKV, layer, s.text_tokens, 2 * d, d)),
-            (f"L{layer}.cross_q", mm(Op.MM_CQ, layer, m, d, d)),
+            (f"L{layer}.out_proj", mm(Op.MM_O, layer, m, d, a)),
+            (f"L{layer}.ln_cross+ckv", ln(layer, Norm.CROSS) + mm(Op.MM_CKV, layer, s.text_tokens, 2 * a, d)),
+            (f"L{layer}.cross_q", mm(Op.MM_CQ, layer, m, a, d)),
             (f"L{layer}.cross_attn", heads(Op.CROSS_ATTN, layer, s.text_tokens)),
-            (f"L{layer}.cross_out", mm(Op.MM_CO, layer, m, d, d)),
+            (f"L{layer}.cross_out", mm(Op.MM_CO, layer, m, d, a)),
             (f"L{layer}.ln_ffn", ln(layer, Norm.FFN)),
             (f"L{layer}.ffn_up", mm(Op.MM_F1, layer, m, s.ffn_dim, d)),
             (f"L{layer}.ffn_down", mm(Op.MM_F2, layer, m, d, s.ffn_dim)),

@@ -60,20 +60,23 @@ def ln_tile(
     h_ptr,  # writes h (M, D)
     ac_ptr,  # reads this norm's (2, T, D) table: a at [0, frame], c at [1, frame]
     r0, M, T, n_tok, eps,
-    D: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
+    D: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr, SUB: tl.constexpr,
 ):
-    """h = LayerNorm(x) * a[frame] + c[frame] for rows r0..r0+BM (no affine inside the norm)."""
-    rm = r0 + tl.arange(0, BM)
+    """h = LayerNorm(x) * a[frame] + c[frame] for rows r0..r0+BM (no affine inside the norm),
+    SUB rows at a time so a wide row block stays in registers."""
     cd = tl.arange(0, BD)
-    mask = (rm[:, None] < M) & (cd[None, :] < D)
-    x = tl.load(x_ptr + rm[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / D
-    xc = tl.where(mask, x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
-    frame = rm // n_tok
-    a = tl.load(ac_ptr + frame[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
-    c = tl.load(ac_ptr + (T + frame)[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(h_ptr + rm[:, None] * D + cd[None, :], (xc * rstd[:, None] * a + c).to(h_ptr.dtype.element_ty), mask=mask)
+    for sub in range(0, BM, SUB):
+        rm = r0 + sub + tl.arange(0, SUB)
+        mask = (rm[:, None] < M) & (cd[None, :] < D)
+        x = tl.load(x_ptr + rm[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=1) / D
+        xc = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
+        frame = rm // n_tok
+        a = tl.load(ac_ptr + frame[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(ac_ptr + (T + frame)[:, None] * D + cd[None, :], mask=mask, other=0.0).to(tl.float32)
+        y = xc * rstd[:, None] * a + c
+        tl.store(h_ptr + rm[:, None] * D + cd[None, :], y.to(h_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -91,7 +94,7 @@ def _norm_rope(base_ptr, w_ptr, rm, cd, rmask, cos, sin, eps, ROW: tl.constexpr,
 
 @triton.jit
 def qk_rope_tile(
-    qkv_ptr,  # reads qkv (M, 3D)
+    qkv_ptr,  # reads qkv (M, 3D); D here is the attention width A
     qw_ptr,  # reads this layer's q RMSNorm weight (DH,)
     kw_ptr,  # reads this layer's k RMSNorm weight (DH,)
     cos_ptr,  # reads cos (N, DH / 2)
@@ -195,7 +198,7 @@ def attn_reduce_tile(
 
 @triton.jit
 def cross_tile(
-    cq_ptr,  # reads cross queries (M, D)
+    cq_ptr,  # reads cross queries (M, D); D here is the attention width A
     ckv_ptr,  # reads the prompt's keys and values (LT, 2D)
     out_ptr,  # writes attn (M, D), this head's columns
     head, r0, M, LT, sm_scale,

@@ -82,10 +82,19 @@ def test_scheduler_balances_cost():
         assert load.max() <= 2 * ideal + 1e-9, prog.stage_names[s]
 
 
-@pytest.mark.parametrize("frames_per_step", [1, 2])
-def test_interpreter_equals_plain_model(device, frames_per_step):
-    """Seven steps: the ring (1 sink + 2 window + chunk) wraps, sinks stay pinned."""
-    cfg = small_config(frames_per_step=frames_per_step, sink_frames=frames_per_step, window_frames=2 * frames_per_step)
+@pytest.mark.parametrize("frames_per_step,pruned", [(1, False), (2, False), (1, True)])
+def test_interpreter_equals_plain_model(device, frames_per_step, pruned):
+    """Seven steps: the ring (1 sink + 2 window + chunk) wraps, sinks stay pinned; also with
+    attention narrower than dim (heads pruned: 2 heads of 16 in a dim-64 model)."""
+    from morphcam.model.config import ModelConfig
+
+    extra = {}
+    if pruned:
+        if "attn_head_dim" not in {f.name for f in dataclasses.fields(ModelConfig)}:
+            pytest.skip("this model has no pruned attention width")
+        extra = dict(attn_head_dim=16)
+    cfg = small_config(frames_per_step=frames_per_step, sink_frames=frames_per_step,
+                       window_frames=2 * frames_per_step, **extra)
     dit = random_dit(cfg, device, torch.float32)
     ex = MegakernelExecutor(dit, backend="interpreter")
     for ref, out, c_ref, c_out in _stream(dit, ex, 7, device):
@@ -150,6 +159,15 @@ def test_watchdog_turns_a_hang_into_an_error_and_a_fallback(device):
     assert not ex.runs(x, ctx)
     with torch.inference_mode():
         torch.testing.assert_close(ex.denoise(*args, ctx), dit(*args, ctx))
+        # A graph captured with the kernel inside replays it: the kernel does nothing (no spin,
+        # no writes) and check names the stale graph once per replay.
+        program, bufs, counters = ex.plan(cache.tokens_per_frame)
+        before = bufs.x.clone()
+        ex.execute(program, bufs, counters)
+    assert torch.equal(bufs.x, before)
+    with pytest.raises(MegakernelError, match="recapture"):
+        ex.check()
+    ex.check()
 
 
 def test_support_reports_why_it_cannot_run(monkeypatch):
