@@ -62,6 +62,10 @@ class ModelConfig:
     cuda_graphs: bool = True
     """On a CUDA device, replay each batch's whole frame (encode, steps, decode) as one captured
     CUDA graph; false runs every step eagerly. A capture that fails falls back to eager with a warning."""
+    executor: str = "graph"
+    """What runs each denoising step on a GPU: "graph" (the fused kernels, replayed in CUDA graphs) or
+    "megakernel" (a whole step as one persistent Triton launch, for single-session steps; it falls
+    back to "graph", saying why in the log, where the GPU cannot run it or its watchdog trips)."""
     batch_wait_ms: float = 4.0
     """How long a step may wait for other streaming sessions' frames to join it (0 = never). Only
     frames due within the wait (by each stream's input rate) are waited for: a lone stream, or
@@ -284,6 +288,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.pipeline must be 'generator' or 'passthrough', got {m.pipeline!r}")
     if m.max_batch < 1:
         raise ConfigError("model.max_batch must be >= 1")
+    if m.executor not in ("graph", "megakernel"):
+        raise ConfigError(f"model.executor must be 'graph' or 'megakernel', got {m.executor!r}")
     if not 0 <= m.batch_wait_ms <= 100:
         raise ConfigError("model.batch_wait_ms must be within 0..100")
     if log.format not in ("plain", "json"):

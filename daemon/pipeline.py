@@ -176,9 +176,14 @@ def build_pipeline(model) -> Pipeline:
     try:
         from .generator_pipeline import GeneratorPipeline
 
-        return GeneratorPipeline.load(preset=model.preset, checkpoint=model.checkpoint or None,
-                                      device=model.device, dtype=model.dtype, cuda_graphs=model.cuda_graphs,
-                                      lanes=model.max_batch if model.cuda_graphs else 0)
+        pipeline = GeneratorPipeline.load(preset=model.preset, checkpoint=model.checkpoint or None,
+                                          device=model.device, dtype=model.dtype, cuda_graphs=model.cuda_graphs,
+                                          lanes=model.max_batch if model.cuda_graphs else 0)
+        if model.executor != "graph":
+            # The reason for a fallback is logged; warm up again so the first frame does not compile.
+            if pipeline.generator.use_executor(model.executor) is None:
+                pipeline.warmup()
+        return pipeline
     except Exception as exc:  # fail open: any load failure serves frames unchanged
         log.error("model %s could not be loaded, serving passthrough: %s", model.preset, exc)
         return PassthroughPipeline(note=f"model {model.preset!r} failed to load: {exc}")

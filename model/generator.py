@@ -82,6 +82,14 @@ class StreamGenerator:
         # by itself where it cannot (batches, a watchdog failure). ``finish`` runs its ``check``.
         self.megakernel = None
 
+    def use_executor(self, executor: str) -> str | None:
+        """"graph": DiT calls run the network (the caller replays steps in CUDA graphs); "megakernel":
+        batch-1 stream steps run as one persistent launch (``morphcam.kernels.megakernel``) where
+        the device allows. Returns None, or the reason it stays on the network (also logged)."""
+        from ..kernels.megakernel.executor import attach
+
+        return attach(self, executor)
+
     # ---- prompts --------------------------------------------------------------------------------
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
         """Conditioning for one prompt or a weighted blend of up to four ``(text, weight)`` pairs."""

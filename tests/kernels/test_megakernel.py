@@ -199,3 +199,27 @@ def test_generator_runs_the_megakernel_executor(device):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="executor must be one of"):
         attach(gens[1], "fast")
+
+
+def test_generator_falls_back_and_says_why(monkeypatch, caplog):
+    from morphcam.model.generator import StreamGenerator
+    from morphcam.model.network import RestyleModel
+    from morphcam.model.text import TextEncoder
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    cfg = small_config()
+    gen = StreamGenerator(RestyleModel(cfg).eval(), TextEncoder(cfg.text_tokens, torch.device("cpu"), torch.float32))
+    reason = gen.use_executor("megakernel")
+    assert "needs a CUDA GPU" in reason and gen.megakernel is None
+    assert "falls back to the CUDA-graph path" in caplog.text
+
+
+def test_config_chooses_the_executor():
+    from morphcam.daemon import config
+
+    assert config.parse({}).section("model").executor == "graph"
+    assert config.parse({"model": {"executor": "megakernel"}}).section("model").executor == "megakernel"
+    with pytest.raises(config.ConfigError, match="model.executor must be"):
+        config.parse({"model": {"executor": "fast"}})
