@@ -106,13 +106,12 @@ class DenoiserObjective(nn.Module):
             x = euler_step(x, v.float(), full(s_now, b), full(s_next, b))
         return x
 
-    def forward(
+    def noisy_clip(
         self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
         draw: ForcingDraw,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs, targets: (B, T, 3, H, W); pooled: (B, text_dim); tokens: (B, L, text_dim).
-
-        Returns (loss, per-frame velocity MSE (B, T), detached, before weighting)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latents of a clip as the denoiser sees them: (cond, x0, x), each (B, T, C, h, w), with
+        ``x`` the (history-degraded) clean latents noised to each frame's ``draw.sigma``."""
         cfg = self.config
         cond, x0 = self.encode(inputs), self.encode(targets)
         rollout = None
@@ -124,11 +123,24 @@ class DenoiserObjective(nn.Module):
             rollout = torch.zeros_like(x0).index_copy_(0, rows, own)
         history_x0 = degrade_history(x0, draw, cfg.history.blur_factor, rollout)
         s = draw.sigma[..., None, None, None]
-        x = torch.lerp(history_x0, draw.noise, s)
+        return cond, x0, torch.lerp(history_x0, draw.noise, s)
+
+    def weighted_loss(self, per_frame: torch.Tensor, draw: ForcingDraw) -> torch.Tensor:
+        """Mean of the per-frame losses (B, T), history frames down-weighted, by noise level."""
+        cfg = self.config
+        frame_w = torch.where(draw.history, cfg.history.loss_weight, 1.0) * loss_weights(draw.sigma, cfg.loss_weighting)
+        active = torch.where(draw.history, cfg.history.loss_weight, 1.0).sum().clamp_min(1.0)
+        return (per_frame * frame_w).sum() / active
+
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
+        draw: ForcingDraw,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs, targets: (B, T, 3, H, W); pooled: (B, text_dim); tokens: (B, L, text_dim).
+
+        Returns (loss, per-frame velocity MSE (B, T), detached, before weighting)."""
+        cond, x0, x = self.noisy_clip(inputs, targets, pooled, tokens, draw)
         target = draw.noise - x0  # the clean latent, not the degraded one: correct the drift
         v = self.predict(x, cond, draw.sigma, draw.step, pooled, tokens).float()
         per_frame = (v - target).square().mean(dim=(2, 3, 4))  # (B, T)
-        frame_w = torch.where(draw.history, cfg.history.loss_weight, 1.0) * loss_weights(draw.sigma, cfg.loss_weighting)
-        active = torch.where(draw.history, cfg.history.loss_weight, 1.0).sum().clamp_min(1.0)
-        loss = (per_frame * frame_w).sum() / active
-        return loss, per_frame.detach()
+        return self.weighted_loss(per_frame, draw), per_frame.detach()

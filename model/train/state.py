@@ -57,6 +57,39 @@ def export_model(model: RestyleModel, out_dir: str | Path, dtype: torch.dtype = 
     return path
 
 
+# Fields that steer sampling only: a checkpoint fits a model that differs from it in these.
+SAMPLER_FIELDS = frozenset({"name", "sigmas", "default_strength", "cache_refresh"})
+
+
+def _state_path(source: str | Path) -> Path | None:
+    """The training state ``source`` names (a run folder's or a .pt file), or None."""
+    path = Path(source)
+    state_path = path / STATE_FILENAME if path.is_dir() else path
+    return state_path if state_path.suffix == ".pt" and state_path.is_file() else None
+
+
+def init_model_config(source: str | Path) -> ModelConfig:
+    """The model config held by a run folder, a training state or an exported checkpoint."""
+    state_path = _state_path(source)
+    if state_path is not None:
+        from .config import TrainConfig
+
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        return TrainConfig.from_json(state["config"]).model
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"--init {source}: no such run folder or checkpoint")
+    config, _ = read_checkpoint(path / CHECKPOINT_FILENAME if path.is_dir() else path)
+    return config
+
+
+def load_init_model(source: str | Path) -> RestyleModel:
+    """A float32 model with the config and weights (the EMA ones of a training state) of ``source``."""
+    model = RestyleModel(init_model_config(source))
+    init_weights(model, source)
+    return model
+
+
 def init_weights(model: RestyleModel, source: str | Path) -> None:
     """Load weights into ``model`` from an exported checkpoint (file or run folder) or a training
     state (its EMA weights). The source's model config must match ``model``'s."""
@@ -77,7 +110,8 @@ def init_weights(model: RestyleModel, source: str | Path) -> None:
 
 def _check_same(found: ModelConfig, wanted: ModelConfig, source: str | Path) -> None:
     if found != wanted:
-        diff = [k for k in found.__dataclass_fields__ if getattr(found, k) != getattr(wanted, k) and k != "name"]
+        diff = [k for k in found.__dataclass_fields__
+                if getattr(found, k) != getattr(wanted, k) and k not in SAMPLER_FIELDS]
         if diff:
             raise ValueError(
                 f"--init {source} holds a {found.name!r} model that differs from the {wanted.name!r} being trained "
