@@ -1,10 +1,16 @@
-"""``morphcam train autoencoder|denoiser``: flags map one to one onto ``TrainConfig``.
+"""``morphcam train autoencoder|denoiser|shortcut|prune``: flags map one to one onto ``TrainConfig``.
 
-The two stages, each resumable (``--resume`` continues the run in ``--out``, or starts it)::
+The first two stages, each resumable (``--resume`` continues the run in ``--out``, or starts it)::
 
     morphcam train autoencoder --preset tiny --out runs/tiny-ae --resume
     morphcam train denoiser --preset tiny --init runs/tiny-ae --out runs/tiny-dn --resume
     morphcam serve --checkpoint runs/tiny-dn/model.safetensors
+
+Then shortcut distillation and pruning, each from a denoiser run and resumable the same way (the
+model's sizes come from ``--init``, not ``--preset``; prune runs in one process)::
+
+    morphcam train shortcut --init runs/tiny-dn --sigmas 1.0 --out runs/tiny-sc --resume
+    morphcam train prune --init runs/tiny-sc --heads 3 --ffn-dim 512 --out runs/tiny-pr --resume
 
 On several GPUs of one host, run the same command under torchrun
 (``torchrun --standalone --nproc_per_node 8 -m morphcam.model.train.cli denoiser ...``);
@@ -17,13 +23,14 @@ import dataclasses
 import logging
 import sys
 
-from .config import LOSS_WEIGHTINGS, NOISE_SAMPLINGS, PRECISIONS, STAGES, TrainConfig
+from .config import IMPORTANCES, LOSS_WEIGHTINGS, NOISE_SAMPLINGS, PRECISIONS, STAGES, TEACHERS, TrainConfig
 from morphcam.daemon.cli import frame_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    parser.add_argument("stage", choices=STAGES, help="autoencoder first, then denoiser (with --init from the first)")
+    parser.add_argument("stage", choices=STAGES, help="autoencoder first, then denoiser (with --init from the first); "
+                        "then shortcut and prune (each with --init from a denoiser run)")
     parser.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     parser.add_argument("--batch", type=int, default=d.batch_size, help=f"clips per GPU per step (default {d.batch_size})")
@@ -38,6 +45,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default runs/STAGE)")
     parser.add_argument("--init", help="start from this checkpoint (the denoiser takes the autoencoder run's)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped (or start it)")
+    sc, pr = d.shortcut, d.prune
+    group = parser.add_argument_group("shortcut", "distil the denoiser to the 1-2 sampler steps of --sigmas")
+    group.add_argument("--sigmas", type=float, nargs="+", metavar="SIGMA",
+                       help="sampler steps to distil for, written into the exported model (e.g. 1.0, or 1.0 0.5; "
+                            "default: the --init model's)")
+    group.add_argument("--consistency", type=float, default=sc.consistency,
+                       help=f"share of clips with a self-consistency target (default {sc.consistency})")
+    group.add_argument("--schedule-prob", type=float, default=sc.schedule_prob,
+                       help=f"share of those frames at exactly the sampler's steps (default {sc.schedule_prob})")
+    group.add_argument("--min-step", type=float, default=sc.min_step,
+                       help=f"smallest step size, where plain flow matching anchors (default {sc.min_step})")
+    group.add_argument("--teacher", choices=TEACHERS, default=sc.teacher,
+                       help="consistency targets from the run's EMA or from the frozen --init weights")
+    group = parser.add_argument_group("prune", "cut heads and FFN units to tile multiples, then fine-tune")
+    group.add_argument("--heads", type=int, default=pr.heads, help="attention heads to keep per block (0 = all)")
+    group.add_argument("--ffn-dim", type=int, default=pr.ffn_dim, help="FFN units to keep per block (0 = all)")
+    group.add_argument("--tile", type=int, default=pr.tile,
+                       help=f"heads x head width and the FFN width must be multiples of this (default {pr.tile})")
+    group.add_argument("--importance", choices=IMPORTANCES, default=pr.importance,
+                       help="rank units by their contribution on calibration batches, or by weight magnitude")
+    group.add_argument("--calib-batches", type=int, default=pr.calib_batches,
+                       help=f"calibration batches for --importance activation (default {pr.calib_batches})")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda (default auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -58,14 +87,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The ``TrainConfig`` the flags describe; ValueError (naming the flag's field) if invalid."""
+def _model_config(args: argparse.Namespace):
+    """The preset's config; for shortcut and prune the --init model's (shortcut: with --sigmas)."""
     from ..config import ModelConfig
 
+    if args.stage not in ("shortcut", "prune"):
+        return ModelConfig.from_name(args.preset)
+    if not args.init:
+        raise ValueError(f"the {args.stage} stage starts from a trained denoiser: pass --init RUN_FOLDER_OR_CHECKPOINT")
+    from .state import init_model_config
+
+    config = init_model_config(args.init)
+    if args.sigmas and args.stage == "shortcut":
+        config = dataclasses.replace(config, sigmas=tuple(args.sigmas))  # ModelConfig names a bad schedule
+    return config
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` the flags describe; ValueError (naming the flag's field) if invalid."""
+    from .config import PruneSettings, ShortcutDistill
+
+    if args.sigmas and args.stage != "shortcut":
+        raise ValueError("--sigmas is a shortcut-stage flag: the sampler steps a model is distilled for")
     d = TrainConfig()
     return TrainConfig(
         stage=args.stage,
-        model=ModelConfig.from_name(args.preset),
+        model=_model_config(args),
         steps=args.steps,
         batch_size=args.batch,
         lr=args.lr,
@@ -77,6 +124,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         width=args.size[0],
         height=args.size[1],
         data=args.data,
+        shortcut=ShortcutDistill(consistency=args.consistency, schedule_prob=args.schedule_prob,
+                                 min_step=args.min_step, teacher=args.teacher),
+        prune=PruneSettings(heads=args.heads, ffn_dim=args.ffn_dim, tile=args.tile, importance=args.importance,
+                            calib_batches=args.calib_batches),
         out_dir=args.out or f"runs/{args.stage}",
         init=args.init,
         resume=args.resume,
@@ -100,10 +151,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"morphcam train: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if config.stage == "prune":
+        return _run_prune(config)
     from .loop import Trainer
 
     try:
@@ -120,8 +173,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_prune(config: TrainConfig) -> int:
+    import json
+
+    from .prune import run_prune
+
+    try:
+        report = run_prune(config)
+    except (ValueError, FileNotFoundError) as exc:  # sizes that do not fit, --resume mismatch, missing data
+        print(f"morphcam train: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="morphcam train", description="train the autoencoder and the denoiser")
+    parser = argparse.ArgumentParser(prog="morphcam train", description="train the autoencoder and the denoiser, distil and prune")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import ModelConfig
 
-STAGES = ("autoencoder", "denoiser")
+STAGES = ("autoencoder", "denoiser", "shortcut", "prune")
 PRECISIONS = ("auto", "fp32", "bf16")
 NOISE_SAMPLINGS = ("logit_normal", "uniform")
 LOSS_WEIGHTINGS = ("uniform", "x0", "cosmap")
@@ -57,6 +57,66 @@ class HistoryAugment:
             out.append(f"history rollout_steps must be 1 or 2, got {self.rollout_steps}")
         if not 0.0 <= self.loss_weight <= 1.0:
             out.append(f"history loss_weight must be in [0, 1], got {self.loss_weight}")
+        return out
+
+
+TEACHERS = ("ema", "frozen")
+IMPORTANCES = ("activation", "magnitude")
+
+
+@dataclass(frozen=True)
+class ShortcutDistill:
+    """Shortcut distillation (Frans et al. 2024): one step of size d from sigma must land where
+    two steps of size d/2 land. The sampler steps distilled for are the model's ``sigmas``.
+
+    Per clip, with probability ``consistency``, every frame gets a self-consistency target (two
+    half steps of the teacher, no gradient) at a step size d >= 2 * ``min_step``; the other clips
+    keep the plain flow-matching target at step ``min_step``. ``schedule_prob`` of the
+    consistency frames sit exactly on the sampler's (sigma, d) pairs at the default strength.
+    """
+
+    consistency: float = 0.5
+    schedule_prob: float = 0.5
+    min_step: float = 1 / 128
+    teacher: str = "ema"  # "ema": the run's EMA (targets improve as it learns); "frozen": the --init weights
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("consistency", "schedule_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append(f"shortcut {name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.min_step <= 0.25:
+            out.append(f"shortcut min_step must be in (0, 0.25], got {self.min_step}")
+        if self.teacher not in TEACHERS:
+            out.append(f"shortcut teacher must be one of {TEACHERS}, got {self.teacher!r}")
+        return out
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Architecture-aware pruning: keep the ``heads`` most important attention heads (self and
+    cross attention alike) and the ``ffn_dim`` most important FFN units of every block, so that
+    heads x head width and the FFN width are multiples of ``tile``; 0 keeps a size unchanged.
+    Importance is measured on ``calib_batches`` batches (``activation``) or from the weights
+    (``magnitude``); a short fine-tune with the denoiser objective follows."""
+
+    heads: int = 0
+    ffn_dim: int = 0
+    tile: int = 64
+    importance: str = "activation"
+    calib_batches: int = 4
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("heads", "ffn_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                out.append(f"prune {name} must be a non-negative integer (0 = keep), got {getattr(self, name)!r}")
+        if self.tile < 1:
+            out.append(f"prune tile must be >= 1, got {self.tile}")
+        if self.importance not in IMPORTANCES:
+            out.append(f"prune importance must be one of {IMPORTANCES}, got {self.importance!r}")
+        if self.calib_batches < 1:
+            out.append(f"prune calib_batches must be >= 1, got {self.calib_batches}")
         return out
 
 
@@ -105,6 +165,8 @@ class TrainConfig:
     # through, which a logit-normal draw alone almost never visits at sigma near 1.
     sampler_prob: float = 0.5
     history: HistoryAugment = field(default_factory=HistoryAugment)
+    shortcut: ShortcutDistill = field(default_factory=ShortcutDistill)  # the shortcut stage only
+    prune: PruneSettings = field(default_factory=PruneSettings)  # the prune stage only
     # A pool of clips kept on the device (0 = fresh clips every step): each step draws its batch
     # from the pool and replaces ``pool_refresh`` clips with new ones, so the style teachers run
     # on a fraction of the clips the model sees. A resumed run refills its pool with new clips.
@@ -120,7 +182,14 @@ class TrainConfig:
                 p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.eval_batches < 0:
             p.append(f"eval_batches must be >= 0, got {self.eval_batches}")
-        if self.stage == "denoiser" and self.frames < 2:
+        if self.stage in ("shortcut", "prune") and not self.init:
+            p.append(f"the {self.stage} stage starts from a trained denoiser: pass its run folder or checkpoint as init")
+        for name in ("shortcut", "prune"):  # each stage's settings field is named after it
+            if self.stage != name and getattr(self, name) != type(getattr(self, name))():
+                p.append(f"{name} settings are used by the {name} stage only, not by {self.stage}: drop them")
+        if self.stage == "prune" and not (self.prune.heads or self.prune.ffn_dim):
+            p.append("the prune stage needs a smaller heads or ffn_dim (both are 0, which keeps every size)")
+        if self.stage != "autoencoder" and self.frames < 2:
             p.append("the denoiser needs clips of at least 2 frames (history and a current frame)")
         if not self.lr > 0:
             p.append(f"lr must be > 0, got {self.lr}")
@@ -158,7 +227,7 @@ class TrainConfig:
         for name in ("l2_weight", "grad_weight", "latent_rms_weight"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        p += self.history.problems()
+        p += self.history.problems() + self.shortcut.problems() + self.prune.problems()
         if p:
             raise ValueError("invalid training config: " + "; ".join(p))
 
@@ -176,6 +245,8 @@ class TrainConfig:
         raw["model"] = ModelConfig.from_json(json.dumps(raw["model"]))
         hist = raw.get("history", {})
         raw["history"] = HistoryAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in hist.items()})
+        raw["shortcut"] = ShortcutDistill(**raw.get("shortcut", {}))
+        raw["prune"] = PruneSettings(**raw.get("prune", {}))
         return cls(**raw)
 
     def mismatches(self, other: "TrainConfig") -> list[str]:

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .distributed import all_gather_objects, destroy_process_group, dist_env, init_process_group, resolve_device
 from .forcing import draw_forcing, step_seed
 from .objectives import AutoencoderObjective, DenoiserObjective
+from .shortcut import ShortcutObjective, draw_shortcut
 from .sources import ClipSource, make_source, make_train_source, restore_source, source_state
 from .state import LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
 
@@ -78,7 +79,7 @@ class Trainer:
         self.model = RestyleModel(cfg.model)
         if cfg.init:
             init_weights(self.model, cfg.init)
-        elif cfg.stage == "denoiser":
+        elif cfg.stage != "autoencoder":
             log.warning("denoiser without --init: its latents come from an untrained autoencoder; "
                         "train the autoencoder first and pass its run folder as --init")
         self.model.to(dev)
@@ -92,14 +93,18 @@ class Trainer:
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._ema_params = [named_ema[n] for n, p in self.model.named_parameters() if p.requires_grad]
 
-        objective_cls = AutoencoderObjective if cfg.stage == "autoencoder" else DenoiserObjective
-        objective = objective_cls(self.model, cfg)
+        # The shortcut stage's teacher: the EMA (its targets improve as it learns) or the --init weights.
+        self.teacher = None
+        if cfg.stage == "shortcut":
+            frozen_init = cfg.shortcut.teacher == "frozen"
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval() if frozen_init else self.ema
+        objective = self._objective(self.model)
         self.objective = (
             DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
             if env.enabled
             else objective
         )
-        self.eval_objective = objective_cls(self.ema, cfg)
+        self.eval_objective = self._objective(self.ema)
         # No weight decay on gains, biases and 1-D tables: decaying them only shifts the network's scale.
         groups = [
             {"params": [p for p in self._params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -118,9 +123,17 @@ class Trainer:
             es = eval_source if eval_source is not None else make_source(cfg, "eval", 0, dev)
             self.eval_data = [es.sample(cfg.batch_size) for _ in range(cfg.eval_batches)]
         self.text = None
-        if cfg.stage == "denoiser":
+        if cfg.stage != "autoencoder":
             self.text = PromptEmbeddings(text_encoder or TextEncoder(cfg.model.text_tokens, cache_size=4096), dev)
         self._resume()
+
+    def _objective(self, model: RestyleModel) -> torch.nn.Module:
+        """The stage's objective over ``model`` (pruned models fine-tune with the denoiser's)."""
+        if self.config.stage == "autoencoder":
+            return AutoencoderObjective(model, self.config)
+        if self.config.stage == "shortcut":
+            return ShortcutObjective(model, self.config, self.teacher)
+        return DenoiserObjective(model, self.config)
 
     # ---- state ------------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -185,7 +198,8 @@ class Trainer:
     def _loss(self, objective, batch, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The stage's loss on one ClipBatch, with the draws of (step, rank), and its detached
         diagnostics: (4,) [l1, l2, grad, latent_rms] for the autoencoder, (T,) the velocity MSE
-        at each clip position for the denoiser."""
+        at each clip position for the denoiser (and prune), (4,) flow and consistency MSE sums and
+        frame counts for shortcut."""
         inputs = batch.inputs.to(self.device, non_blocking=True)
         targets = batch.targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -199,6 +213,9 @@ class Trainer:
             shape = (*inputs.shape[:2], mc.latent_channels, h, w)
             draw = draw_forcing(self.config, shape, host_gen, dev_gen, self.device)
             pooled, tokens = self.text(batch.prompts)
+            if isinstance(getattr(objective, "module", objective), ShortcutObjective):
+                shortcut = draw_shortcut(self.config, draw, host_gen, dev_gen, self.device)
+                return objective(inputs, targets, pooled, tokens, shortcut)
             loss, per_frame = objective(inputs, targets, pooled, tokens, draw)
             return loss, per_frame.mean(0)
 
@@ -217,9 +234,11 @@ class Trainer:
         return loss.detach(), stats
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean loss of the EMA model on the fixed eval batches (same draws every time)."""
-        losses = [self._loss(self.eval_objective, b, i, 2**20)[0] for i, b in enumerate(self.eval_data)]
+    def evaluate(self, model: RestyleModel | None = None) -> float:
+        """Mean loss of the EMA model on the fixed eval batches (same draws every time); with
+        ``model`` (same latent size, e.g. before pruning), that model's denoiser loss instead."""
+        objective = self.eval_objective if model is None else DenoiserObjective(model, self.config)
+        losses = [self._loss(objective, b, i, 2**20)[0] for i, b in enumerate(self.eval_data)]
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
     def checksum(self) -> str:
@@ -259,6 +278,10 @@ class Trainer:
                 diag = [round(v / n, 5) for v in stats_sum.tolist()]
                 if cfg.stage == "autoencoder":
                     record.update(zip(("l1", "l2", "grad", "latent_rms"), diag))
+                elif cfg.stage == "shortcut":  # sums and frame counts: None where no clip had that target
+                    fs, fn, cs, cn = stats_sum.tolist()
+                    record["flow_mse"] = round(fs / fn, 5) if fn else None
+                    record["consistency_mse"] = round(cs / cn, 5) if cn else None
                 else:
                     record["frame_mse"] = diag  # by clip position: later frames have history to use
                 self._log(record)
