@@ -75,7 +75,7 @@ class MegakernelExecutor:
     """
 
     def __init__(self, dit, backend: str = "triton", n_programs: int | None = None, timeout_s: float = 2.0,
-                 max_spin: int = 1 << 22, tiles: dict[str, int] | None = None) -> None:
+                 max_spin: int = 1 << 20, tiles: dict[str, int] | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"megakernel backend must be one of {BACKENDS}, got {backend!r}")
         self.dit, self.config, self.backend = dit, dit.config, backend

@@ -1,7 +1,7 @@
 """The persistent mega-kernel: one ``@triton.jit`` program per SM walks its queue of tiles.
 
 For each queued instruction a program waits until the previous stage's counter reaches its
-tile count (an acquire read in a bounded spin), runs the tile, and adds one to its own stage's
+tile count (volatile reads in a bounded spin, then an acquire read), runs the tile, and adds one to its own stage's
 counter (a release add). A CTA barrier before the signal makes every thread's stores part of
 the release; one after the wait spreads the acquire to every thread. If a wait spins more than
 ``max_spin`` times, or another program has already failed, the program records the failure in
@@ -97,13 +97,16 @@ def _megakernel(
         target = tl.load(row + 6)
         signal = tl.load(row + 7)
         if (ok != 0) & (wait >= 0):
-            cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
-            err = tl.atomic_add(error, 0, sem="acquire")
+            # Spin on plain volatile reads (served by L2, no read-modify-write traffic on the
+            # counter the other programs are adding to), then one acquire for the ordering.
+            cnt = tl.load(counters + wait, volatile=True)
+            err = tl.load(error, volatile=True)
             spins = tl.full((), 0, tl.int32)
             while (cnt < target) & (err == 0) & (spins < max_spin):
-                cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
-                err = tl.atomic_add(error, 0, sem="acquire")
+                cnt = tl.load(counters + wait, volatile=True)
+                err = tl.load(error, volatile=True)
                 spins += 1
+            cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
             if (cnt < target) | (err != 0):  # timed out, or another program did: stop here
                 old = tl.atomic_cas(error, 0, 1)  # ERROR_TIMEOUT; the first failure names itself
                 if old == 0:
