@@ -184,3 +184,22 @@ def test_cli_names_bad_flags(tmp_path, capsys, flags, message):
     flags = [f.format(init=init, missing=tmp_path / "nope") for f in flags]
     assert morphcam(["train", *flags, "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_distil_in_step(tmp_path):
+    """torchrun with two CPU processes: the teacher stays outside DDP and the ranks stay identical."""
+    import os
+    import subprocess
+    import sys
+
+    init = _init_checkpoint(tmp_path, tiny_model())
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "morphcam.model.train.cli", "shortcut", "--init", str(init), "--sigmas", "1.0", "--steps", "2",
+           "--batch", "2", "--frames", "2", "--size", "64x64", "--device", "cpu", "--eval-batches", "0",
+           "--log-interval", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert done["step"] == 2 and len(set(done["rank_checksums"])) == 1 and len(done["rank_checksums"]) == 2
