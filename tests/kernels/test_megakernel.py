@@ -223,3 +223,31 @@ def test_config_chooses_the_executor():
     assert config.parse({"model": {"executor": "megakernel"}}).section("model").executor == "megakernel"
     with pytest.raises(config.ConfigError, match="model.executor must be"):
         config.parse({"model": {"executor": "fast"}})
+
+
+def test_a_lane_of_a_pool(device):
+    """A batch-1 step on lane 2 of a LanePool (the lane read on the device): the mega-kernel writes
+    that lane's ring and makes the network's velocity; the other lanes stay untouched."""
+    from morphcam.model.cache_batch import LaneCaches, LanePool
+
+    cfg = small_config()
+    dit = random_dit(cfg, device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="triton")
+    latent = cfg.latent_size(cfg.width, cfg.height)
+    pools = [LanePool(cfg, latent, 3, device, torch.float32) for _ in range(2)]
+    lanes = torch.tensor([2], device=device)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x, cond = (torch.randn(1, 1, cfg.latent_channels, *latent, generator=gen) for _ in range(2))
+        args = (x, cond, torch.rand(1, 1, generator=gen), torch.rand(1, 1, generator=gen),
+                torch.randn(1, cfg.text_dim, generator=gen), torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=gen))
+        outs = []
+        for pool, run in zip(pools, (dit, ex)):
+            caches = LaneCaches(pool, lanes)
+            caches.begin_chunk()
+            with torch.inference_mode(), dispatch.force("torch"):
+                outs.append(run(*args, caches.context()))
+            caches.commit_device()
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(pools[1].k, pools[0].k, rtol=1e-5, atol=1e-5)
+    assert pools[1].k[:2].abs().sum() == 0 and pools[1].k[2].abs().sum() > 0
