@@ -7,53 +7,42 @@ decode, synchronised after each frame), for each preset and size:
   triton         the Triton kernels, eager launches
   torch+graph    the torch path replayed as one CUDA graph (CudaGraphRunner)
   triton+graph   the Triton kernels replayed as one CUDA graph (what the daemon runs)
-  compile        torch.compile(StreamGenerator.forward, mode="max-autotune-no-cudagraphs")
-  compile+ourgraph  that compiled forward replayed as one CUDA graph by CudaGraphRunner
-  compile+graph  torch.compile(..., mode=--graph-mode, default "max-autotune": inductor's CUDA graphs;
-                 inductor skips graphs where the step mutates inputs (the KV caches), and says so)
+  compile        torch.compile of the same step (mode --compile-mode, default max-autotune-no-cudagraphs),
+                 traced without inference mode; the cache writes stay in the compiled graph, or, where
+                 this PyTorch's inductor cannot take them, run outside it with the ring attention
+                 (the "split" variant: the same ops, the compiled regions between attentions)
+  compile+graph  that compiled step replayed as one CUDA graph by CudaGraphRunner
+  compile+inductorgraph  (--inductor-graphs) torch.compile(mode="max-autotune"): inductor's own CUDA
+                 graphs, which it skips where the step mutates inputs (the caches), and says so
 
-Then, per kernel, a micro-benchmark against its torch reference (triton.testing.do_bench,
-median) with achieved GB/s against the copy bandwidth measured in the same run. The compile
-arms run last, for the first preset/size only unless --compile-all (compiles take minutes),
-and none starts once the run is --budget-s old. Any arm that fails prints its error and the
-run goes on. Timings use CUDA events; inputs are fresh random
-frames; weights are random (speed does not depend on them).
+Every arm does the same work per frame. For each case the FLOPs (torch.utils.flop_counter on one
+eager step) and a floor on the bytes (weights and K/V caches read once per DiT forward) give the
+roofline time against ceilings measured in the same run (an 8192^3 bf16 matmul, a 1 GiB copy);
+each arm's "roofline" column is that time over its p50. Then, per kernel, a micro-benchmark
+against its torch reference. The compile arms run last, for the presets in --compile-presets,
+and none starts once the run is --budget-s old. Any arm that fails prints its error and the run
+goes on. Weights are random (speed does not depend on them).
 
-    python bench/kernels.py                    # tiny 256x144 and 512x288, small 512x288; ~4-5 min on an H200
-    python bench/kernels.py --compile-all --out results.json
+    python bench/kernels.py --out results.json      # tiny 256x144 and 512x288, small 512x288; compile on small
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import traceback
 
 import torch
 
+from benchlib import (SplitCaches, bench_ms, count_flops, measure_ceilings, plain_forward, roofline_ms, step_bytes,
+                      time_calls)
 from morphcam.kernels import dispatch
-
-
-def _percentile(sorted_ms: list[float], q: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(round(q * (len(sorted_ms) - 1))))]
 
 
 def time_frames(step, frames: list[torch.Tensor], warmup: int, timed: int) -> dict:
     """Per-frame latency with CUDA events, synchronised after every frame (a live stream's view)."""
-    for i in range(warmup):
-        step(frames[i % len(frames)])
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ms = []
-    for i in range(timed):
-        start.record()
-        step(frames[i % len(frames)])
-        end.record()
-        end.synchronize()
-        ms.append(start.elapsed_time(end))
-    ms.sort()
-    return {"p50_ms": statistics.median(ms), "p99_ms": _percentile(ms, 0.99), "fps": 1000.0 * len(ms) / sum(ms)}
+    r = time_calls(lambda i: step(frames[i % len(frames)]), warmup, timed)
+    return {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "fps": 1000.0 / r["mean_ms"]}
 
 
 class Setup:
@@ -66,14 +55,26 @@ class Setup:
 
         self.preset, self.width, self.height = preset, width, height
         torch.manual_seed(0)
-        model = RestyleModel(ModelConfig.from_name(preset)).to("cuda", dtype)
+        model = RestyleModel(ModelConfig.from_name(preset)).to("cuda", dtype).requires_grad_(False)
         self.gen = StreamGenerator(model, text)
         g = torch.Generator(device="cuda").manual_seed(1)
-        self.compiled = None  # the "compile" arm's function, reused by "compile+ourgraph"
+        self.compiled = None  # the "compile" arm's function, reused by "compile+graph"
+        self.roof: dict = {}  # flops, bytes and roofline_ms of one frame (Setup.roofline)
+        self.compile_variant = ""
         self.frames = [torch.rand(1, 1, 3, height, width, device="cuda", generator=g) * 2 - 1 for _ in range(8)]
 
     def session(self):
         return self.gen.open_session(self.width, self.height, "pencil sketch", seed=0)
+
+    def roofline(self, ceilings: dict) -> dict:
+        """FLOPs and the byte floor of one frame, and the least time they take on this GPU."""
+        s = self.session()
+        with dispatch.force("torch"):
+            flops = count_flops(lambda: self.gen.step([s], self.frames[0]))
+        cfg = self.gen.config
+        forwards = len(cfg.sigmas) + int(cfg.cache_refresh)
+        nbytes = step_bytes(self.gen.model, [s.cache], forwards, 2 * self.frames[0].numel() * self.frames[0].element_size())
+        return {"flops": flops, "bytes": nbytes, "roofline_ms": roofline_ms(flops, nbytes, ceilings)}
 
 
 def arm_eager(setup: Setup, backend: str):
@@ -98,24 +99,40 @@ def arm_graph(setup: Setup, backend: str):
     return runner.step
 
 
-def arm_compiled_graph(setup: Setup):
-    """The max-autotune-no-cudagraphs forward of the "compile" arm, captured by CudaGraphRunner."""
-    from morphcam.model.cuda_graph import CudaGraphRunner
+def _compile(setup: Setup, mode: str):
+    """The step compiled whole; if inductor cannot take the cache writes, compiled with them (and
+    the ring attention) outside the graph. Compiles on the first call: returns the callable."""
+    gen = setup.gen
+    last_error = None
+    for variant, caches_for in (("whole", None), ("split", lambda ss, i: SplitCaches([x.cache for x in ss]))):
+        torch._dynamo.reset()
+        compiled = torch.compile(plain_forward(gen, caches_for), mode=mode)
 
-    forward = setup.compiled or torch.compile(setup.gen.forward, mode="max-autotune-no-cudagraphs")
-    runner = CudaGraphRunner(setup.gen, [setup.session()], setup.width, setup.height, forward=forward)
-    for f in setup.frames[:2]:  # compiles (if needed) on the eager frame, then captures
-        runner.step(f)
-    if runner.capture_error is not None:
-        raise runner.capture_error
-    return runner.step
+        def forward(sessions, inputs, compiled=compiled):
+            with torch.no_grad():
+                return compiled(sessions, inputs)
+
+        s, inputs = setup.session(), gen.new_inputs(1, setup.width, setup.height)
+        t0 = time.perf_counter()
+        try:
+            for f in setup.frames[:2]:  # compile, and a second call to catch recompiles
+                gen.prepare([s], f, into=inputs)
+                forward([s], inputs)
+                gen.finish([s])
+            torch.cuda.synchronize()
+        except Exception as exc:
+            print(f"    compile ({variant}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
+            last_error = exc
+            continue
+        print(f"    compiled ({variant}) in {time.perf_counter() - t0:.1f} s", flush=True)
+        setup.compiled, setup.compile_variant = forward, variant
+        return forward
+    raise last_error
 
 
 def arm_compile(setup: Setup, mode: str):
     gen, s = setup.gen, setup.session()
-    forward = torch.compile(gen.forward, mode=mode)
-    if mode == "max-autotune-no-cudagraphs":
-        setup.compiled = forward
+    forward = setup.compiled or _compile(setup, mode)
     inputs = gen.new_inputs(1, setup.width, setup.height)
 
     def step(f):
@@ -124,11 +141,32 @@ def arm_compile(setup: Setup, mode: str):
         gen.finish([s])
         return out
 
-    t0 = time.perf_counter()
-    for f in setup.frames[:3]:  # compile, then the CUDA-graph recording runs of inductor
+    return step
+
+
+def arm_compiled_graph(setup: Setup, mode: str):
+    """The compiled step of the "compile" arm, captured by CudaGraphRunner."""
+    from morphcam.model.cuda_graph import CudaGraphRunner
+
+    forward = setup.compiled or _compile(setup, mode)
+    runner = CudaGraphRunner(setup.gen, [setup.session()], setup.width, setup.height, forward=forward)
+    runner.step(setup.frames[0])  # eager frame, then capture
+    if runner.capture_error is not None:
+        raise runner.capture_error
+    return runner.step
+
+
+def arm_inductor_graphs(setup: Setup):
+    """torch.compile(mode="max-autotune"): inductor's CUDA graphs (skipped where inputs mutate)."""
+    from torch._dynamo.utils import counters
+
+    before = counters["inductor"]["cudagraph_skips"]
+    setup.compiled = None
+    step = arm_compile(setup, "max-autotune")
+    for f in setup.frames[:3]:  # inductor records its graphs on the first calls
         step(f)
-    torch.cuda.synchronize()
-    print(f"    compiled in {time.perf_counter() - t0:.1f} s", flush=True)
+    if counters["inductor"]["cudagraph_skips"] > before:
+        print("    note: inductor skipped CUDA graphs for part of the step (mutated cache inputs)")
     return step
 
 
@@ -146,34 +184,29 @@ def run_arms(setup: Setup, arms: list[str], args, t_start: float | None = None) 
             elif arm in ("torch+graph", "triton+graph"):
                 step = arm_graph(setup, arm.split("+")[0])
             elif arm == "compile":
-                step = arm_compile(setup, "max-autotune-no-cudagraphs")
-            elif arm == "compile+ourgraph":
-                step = arm_compiled_graph(setup)
+                step = arm_compile(setup, args.compile_mode)
+            elif arm == "compile+graph":
+                step = arm_compiled_graph(setup, args.compile_mode)
             else:
-                from torch._dynamo.utils import counters
-
-                torch._dynamo.reset()  # a fresh compile in the graphed mode (caches on disk make it quicker)
-
-                before = counters["inductor"]["cudagraph_skips"]
-                step = arm_compile(setup, args.graph_mode)
-                if counters["inductor"]["cudagraph_skips"] > before:
-                    print("    note: inductor skipped CUDA graphs for part of the step (mutated cache inputs)")
+                step = arm_inductor_graphs(setup)
             r = time_frames(step, setup.frames, args.warmup, args.frames)
+            if arm.startswith("compile"):
+                r["compile_variant"] = setup.compile_variant
         except Exception as exc:  # one failing arm must not stop the others
             print(f"    FAILED: {type(exc).__name__}: {exc}".splitlines()[0][:400], flush=True)
             traceback.print_exc(limit=3)
             r = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+        if "p50_ms" in r and setup.roof:
+            r["roofline_share"] = setup.roof["roofline_ms"] / r["p50_ms"]
         rows.append({"preset": setup.preset, "size": f"{setup.width}x{setup.height}", "arm": arm, **r})
         if "p50_ms" in r:
-            print(f"    p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  {r['fps']:.0f} fps", flush=True)
+            share = f"  {100 * r['roofline_share']:.1f}% of roofline" if "roofline_share" in r else ""
+            print(f"    p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  {r['fps']:.0f} fps{share}", flush=True)
     return rows
 
 
 # ---- per-kernel micro-benchmarks ---------------------------------------------------------------
-def _bench_ms(fn) -> float:
-    from triton.testing import do_bench
 
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def _rotating(make, n: int = 4):
@@ -242,20 +275,14 @@ def _kernel_cases(dtype):
     return cases
 
 
-def run_micro(dtype) -> list[dict]:
-    """Each kernel against its torch reference; GB/s against a device-to-device copy's."""
-    src = torch.randn(256 * 2**20, device="cuda", dtype=torch.float32)  # 1 GiB
-    dst = torch.empty_like(src)
-    copy_ms = _bench_ms(lambda: dst.copy_(src))
-    ceiling = 2 * src.numel() * 4 / copy_ms / 1e6  # GB/s, bytes read + bytes written
-    del src, dst
-    print(f"\ncopy bandwidth ceiling: {ceiling:.0f} GB/s (1 GiB device-to-device copy)")
+def run_micro(dtype, ceiling: float) -> list[dict]:
+    """Each kernel against its torch reference; GB/s against the copy ceiling ``ceiling`` (GB/s)."""
     out = []
     for name, note, fused, ref, inputs, nbytes, flops in _kernel_cases(dtype):
         row = {"kernel": name, "shape": note, "bytes": nbytes}
         try:
             for label, fn in (("triton", fused), ("torch", ref)):
-                ms = _bench_ms(lambda fn=fn: fn(*inputs()))
+                ms = bench_ms(lambda fn=fn: fn(*inputs()))
                 row[f"{label}_us"] = ms * 1e3
                 row[f"{label}_GBs"] = nbytes / ms / 1e6
                 if flops:
@@ -278,15 +305,43 @@ def run_micro(dtype) -> list[dict]:
     return out
 
 
+def print_summary(rows: list[dict], dtype: str, roofs: dict) -> None:
+    print(f"\nper frame, batch 1, {dtype}, {torch.cuda.get_device_name()}:")
+    print("| preset | size | arm | p50 ms | p99 ms | fps | eager/arm (p50) | share of roofline |")
+    print("|---|---|---|---|---|---|---|---|")
+    eager = {(r["preset"], r["size"]): r.get("p50_ms") for r in rows if r["arm"] == "eager"}
+    for r in rows:
+        if "p50_ms" not in r:
+            print(f"| {r['preset']} | {r['size']} | {r['arm']} | failed | | | {r['error'][:60]} | |")
+            continue
+        base = eager.get((r["preset"], r["size"]))
+        ratio = f"{base / r['p50_ms']:.2f}x" if base else "-"
+        share = f"{100 * r['roofline_share']:.1f}%" if "roofline_share" in r else "-"
+        arm = r["arm"] + (f" ({r['compile_variant']})" if r.get("compile_variant") else "")
+        print(f"| {r['preset']} | {r['size']} | {arm} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['fps']:.0f} | {ratio} | {share} |")
+    print("\nroofline per frame (FLOPs at the matmul ceiling, bytes at the copy ceiling):")
+    for (preset, size), roof in roofs.items():
+        print(f"  {preset} {size}: {roof['flops'] / 1e9:.1f} GFLOP, {roof['bytes'] / 1e6:.1f} MB -> {1e3 * roof['roofline_ms']:.0f} us")
+    print("\nTriton + our graph against torch.compile (p50 ratio, > 1 = Triton faster; target on small >= 1.5x):")
+    by = {(r["preset"], r["size"], r["arm"]): r for r in rows if "p50_ms" in r}
+    for (preset, size, arm), r in by.items():
+        if arm != "triton+graph":
+            continue
+        for other in ("compile+graph", "compile", "compile+inductorgraph", "torch+graph"):
+            o = by.get((preset, size, other))
+            if o:
+                print(f"  {preset} {size}: triton+graph vs {other}: {o['p50_ms'] / r['p50_ms']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="tiny:256x144,tiny:512x288,small:512x288", help="preset:WxH,...")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--frames", type=int, default=200, help="timed frames per arm")
     ap.add_argument("--warmup", type=int, default=20, help="untimed frames per arm first")
-    ap.add_argument("--compile-all", action="store_true", help="compile arms for every case, not only the first")
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile arms")
-    ap.add_argument("--graph-mode", default="max-autotune", help="torch.compile mode of the graphed arm")
+    ap.add_argument("--compile-presets", default="small", help="presets whose cases get the compile arms ('' = none)")
+    ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs", help="torch.compile mode of the compile arms")
+    ap.add_argument("--inductor-graphs", action="store_true", help="also the max-autotune arm (inductor's CUDA graphs)")
     ap.add_argument("--budget-s", type=float, default=330.0, help="start no compile arm once the run is this many seconds old")
     ap.add_argument("--no-micro", action="store_true", help="skip the per-kernel micro-benchmarks")
     ap.add_argument("--out", help="write every number as JSON here")
@@ -296,6 +351,9 @@ def main() -> None:
     t_start = time.perf_counter()
     dtype = getattr(torch, args.dtype)
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  dtype {args.dtype}", flush=True)
+    ceilings = measure_ceilings(dtype if dtype != torch.float32 else torch.bfloat16)
+    print(f"ceilings: matmul {ceilings['matmul_TFLOPs']:.0f} TFLOP/s (8192^3), copy {ceilings['copy_GBs']:.0f} GB/s "
+          f"(1 GiB device to device)", flush=True)
 
     from morphcam.model.text import TextEncoder
 
@@ -306,43 +364,35 @@ def main() -> None:
         w, _, h = size.partition("x")
         cases.append((preset, int(w), int(h)))
     # The quick arms for every case first, so their numbers exist even if a compile runs long.
-    rows = []
+    rows, roofs = [], {}
     for preset, w, h in cases:
         setup = Setup(preset, w, h, text, dtype)
+        setup.roof = roofs[(preset, f"{w}x{h}")] = setup.roofline(ceilings)
         rows += run_arms(setup, ["eager", "triton", "torch+graph", "triton+graph"], args)
         del setup
         torch.cuda.empty_cache()
     # Kernels next (half a minute); the compiles, which can run long, last.
-    micro = []
-    if not args.no_micro:
-        micro = run_micro(dtype)
+    micro = [] if args.no_micro else run_micro(dtype, ceilings["copy_GBs"])
 
-    if not args.no_compile:
-        for preset, w, h in cases if args.compile_all else cases[:1]:
-            if time.perf_counter() - t_start > args.budget_s:
-                print(f"  (compile arms skipped for {preset} {w}x{h}: the run is past --budget-s {args.budget_s:.0f})")
-                continue
-            setup = Setup(preset, w, h, text, dtype)
-            rows += run_arms(setup, ["compile", "compile+ourgraph", "compile+graph"], args, t_start)
-            torch._dynamo.reset()
-            del setup
-            torch.cuda.empty_cache()
-
-    print(f"\nper frame, batch 1, {args.dtype}, {torch.cuda.get_device_name()}:")
-    print("| preset | size | arm | p50 ms | p99 ms | fps | eager/arm (p50) |")
-    print("|---|---|---|---|---|---|---|")
-    eager = {(r["preset"], r["size"]): r.get("p50_ms") for r in rows if r["arm"] == "eager"}
-    for r in rows:
-        if "p50_ms" not in r:
-            print(f"| {r['preset']} | {r['size']} | {r['arm']} | failed | | | {r['error'][:60]} |")
+    compile_presets = {p for p in args.compile_presets.split(",") if p}
+    arms = ["compile", "compile+graph"] + (["compile+inductorgraph"] if args.inductor_graphs else [])
+    for preset, w, h in cases:
+        if preset not in compile_presets:
             continue
-        base = eager.get((r["preset"], r["size"]))
-        ratio = f"{base / r['p50_ms']:.2f}x" if base else "-"
-        print(f"| {r['preset']} | {r['size']} | {r['arm']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['fps']:.0f} | {ratio} |")
+        setup = Setup(preset, w, h, text, dtype)
+        setup.roof = roofs[(preset, f"{w}x{h}")]
+        rows += run_arms(setup, arms, args, t_start)
+        torch._dynamo.reset()
+        del setup
+        torch.cuda.empty_cache()
+
+    print_summary(rows, args.dtype, roofs)
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "dtype": args.dtype, "frames": rows, "kernels": micro}, f, indent=1)
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
+                       "ceilings": ceilings, "roofline": [{"preset": p, "size": sz, **v} for (p, sz), v in roofs.items()],
+                       "frames": rows, "kernels": micro}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ class CudaGraphRunner:
         torch.cuda.synchronize(gen.device)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other daemon threads (frame decoding, previews) may touch CUDA meanwhile.
-        with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # no_grad, not inference_mode: a torch.compile'd forward (benchmarks) cannot run under the
+        # latter; generator.forward enters inference mode itself.
+        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             output = self.forward(self.sessions, self.inputs)
         self.graph, self.output = graph, output
 
