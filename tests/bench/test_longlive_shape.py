@@ -1,0 +1,57 @@
+"""bench/longlive_shape.py's settings at tiny sizes on a CPU: chunks of 3 frames, 4 steps plus the
+cache-refresh pass (5 DiT forwards), 3 sinks + 6 window + 3 chunk frames attended, 512 text tokens;
+every attention choice computes the same chunk."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from longlive_shape import Chunk, longlive_config  # noqa: E402
+
+from morphcam.model.generator import StreamGenerator  # noqa: E402
+from morphcam.model.network import RestyleModel  # noqa: E402
+from morphcam.model.text import TextEncoder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gen():
+    cfg = longlive_config("tiny", name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8), latent_channels=4,
+                          dim=32, n_layers=2, n_heads=2, ffn_dim=64, width=32, height=32, frame_positions=16)
+    assert (cfg.frames_per_step, cfg.sink_frames, cfg.cache_frames, cfg.text_tokens) == (3, 3, 12, 512)
+    assert len(cfg.sigmas) == 4 and cfg.cache_refresh
+    torch.manual_seed(0)
+    model = RestyleModel(cfg)
+    with torch.no_grad():
+        for p in model.dit.parameters():
+            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
+    return StreamGenerator(model.eval().requires_grad_(False), TextEncoder(cfg.text_tokens))
+
+
+def test_five_forwards_per_chunk_and_the_refresh_pass_fills_the_cache(gen):
+    calls = []
+    hook = gen.model.dit.register_forward_hook(lambda m, args, out: calls.append(args[2].flatten().tolist()))
+    try:
+        chunk = Chunk(gen, "math", 32, 32)
+        out = chunk.run()
+    finally:
+        hook.remove()
+    assert len(calls) == 5 and calls[-1] == [0.0] * 3, "4 Euler steps, then one pass at noise level 0"
+    cache = chunk.session.cache
+    assert int(cache.pos) == 3 and cache.frames_seen == 3
+    # The cache keeps the refresh pass's inputs: the clean chunk at noise level 0.
+    torch.testing.assert_close(cache.x_in[:3], out[0])
+    assert torch.equal(cache.sigma[:3], torch.zeros(3))
+    assert gen.model.dit.blocks[0].cross_kv(torch.zeros(1, 512, 32)).shape == (1, 512, 64)  # 512 text tokens
+
+
+@pytest.mark.parametrize("attention,write_in_attend", [("math", False), ("math", True), ("ring", True)])
+def test_attention_choices_compute_the_same_chunks(gen, attention, write_in_attend):
+    ref, other = Chunk(gen, "ring", 32, 32, seed=4), Chunk(gen, attention, 32, 32, seed=4)
+    other.write_in_attend = write_in_attend
+    for _ in range(4):  # the window fills after 3 chunks; SDPA then runs without a mask in the 4th
+        torch.testing.assert_close(other.run(), ref.run(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(other.session.cache.k, ref.session.cache.k, rtol=1e-5, atol=1e-5)
