@@ -20,14 +20,15 @@ import sys
 import torch
 
 from .buffers import StepBuffers, prologue
-from .program import stage_of_layer
+from .program import last_instruction_of_layer
 
 
 def small_config(base: str = "tiny", **overrides):
-    """A small variant of a preset for CPU runs: 2 layers, dim 64, 2 heads, a 64x32 frame."""
+    """A small variant of a preset for CPU runs: 2 layers, dim 64, 2 heads, a 128x48 frame (24
+    tokens: a full and a partial 16-row tile)."""
     from morphcam.model.config import ModelConfig
 
-    fields = dict(dim=64, n_heads=2, n_layers=2, ffn_dim=128, window_frames=2, width=64, height=32)
+    fields = dict(dim=64, n_heads=2, n_layers=2, ffn_dim=128, window_frames=2, width=128, height=48)
     fields.update(overrides)
     return dataclasses.replace(ModelConfig.from_name(base), **fields)
 
@@ -79,8 +80,7 @@ def diff(a, b, bufs: StepBuffers, stop_op: int | None = None, stop_layer: int | 
     program, _, counters = a.plan(bufs.cos.shape[0])
     last = len(program.instructions) - 1
     if stop_layer is not None:
-        stage = stage_of_layer(program, stop_layer)
-        last = int((program.instructions[:, 7] <= stage).nonzero().max())
+        last = last_instruction_of_layer(program, stop_layer)
     if stop_op is not None:
         last = min(last, stop_op)
     results = {}

@@ -103,7 +103,7 @@ class MegakernelExecutor:
             n = 1 if self.backend == "interpreter" else self.n_programs
             program = compile_program(shape, n).to(self.device)
             bufs = StepBuffers.allocate(shape, self.device, self.dtype)
-            counters = torch.zeros(len(program.stage_names), device=self.device, dtype=torch.int32)
+            counters = torch.zeros(program.n_counters, device=self.device, dtype=torch.int32)
             self._plans[tokens_per_frame] = (program, bufs, counters)
         return self._plans[tokens_per_frame]
 

@@ -8,12 +8,13 @@ diff can find the first tile where two executors part.
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 import torch.nn.functional as F
 
 from .buffers import StepBuffers, Weights
-from .program import Op, Program
+from .program import SIGNAL, WAITS, Op, Program
 
 
 def _ln_rows(bufs: StepBuffers, layer: int, which: int, r0: int, r1: int, n: int, eps: float) -> None:
@@ -41,6 +42,36 @@ class Interpreter:
         last = len(self.table) - 1 if stop_after is None else min(stop_after, len(self.table) - 1)
         for i in range(last + 1):
             self.execute(bufs, i)
+
+    def simulate(self, bufs: StepBuffers, seed: int = 0) -> list[int]:
+        """Run every instruction in a random order the waits allow, the way the persistent kernel's
+        programs could interleave: at each step a random program whose next instruction's waits are
+        met runs it and signals. A missing dependency shows up as a difference from ``run``; a
+        deadlock (no program can go on) raises RuntimeError. Returns the order."""
+        self.lane = int(bufs.lane[0])
+        rng = random.Random(seed)
+        queues = [self.program.queues[p, :n].tolist() for p, n in enumerate(self.program.queue_len.tolist())]
+        pos = [0] * len(queues)
+        counters = [0] * self.program.n_counters
+        order: list[int] = []
+
+        def ready(p: int) -> bool:
+            if pos[p] >= len(queues[p]):
+                return False
+            row = self.table[queues[p][pos[p]]]
+            return all(row[w] < 0 or counters[row[w]] >= row[t] for w, t in WAITS)
+
+        while len(order) < len(self.table):
+            candidates = [p for p in range(len(queues)) if ready(p)]
+            if not candidates:
+                raise RuntimeError(f"deadlock after {len(order)} of {len(self.table)} instructions")
+            p = rng.choice(candidates)
+            index = queues[p][pos[p]]
+            self.execute(bufs, index)
+            counters[self.table[index][SIGNAL]] += 1
+            pos[p] += 1
+            order.append(index)
+        return order
 
     def execute(self, bufs: StepBuffers, index: int) -> None:
         op, layer, a, b, c = self.table[index][:5]

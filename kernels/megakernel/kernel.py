@@ -1,7 +1,7 @@
 """The persistent mega-kernel: one ``@triton.jit`` program per SM walks its queue of tiles.
 
-For each queued instruction a program waits until the previous stage's counter reaches its
-tile count (volatile reads in a bounded spin, then an acquire read), runs the tile, and adds one to its own stage's
+For each queued instruction a program waits until its (at most two) counters reach their targets
+(volatile reads in a bounded spin, then an acquire read), runs the tile, and adds one to its own stage's
 counter (a release add). A CTA barrier before the signal makes every thread's stores part of
 the release; one after the wait spreads the acquire to every thread. If a wait spins more than
 ``max_spin`` times, or another program has already failed, the program records the failure in
@@ -33,7 +33,7 @@ def _megakernel(
     instr,  # reads the instruction table (I, FIELDS) int32
     queues,  # reads the per-program queues (P, QMAX) int32 instruction indices
     queue_len,  # reads each program's queue length (P,) int32
-    counters,  # reads and increments the stage counters (stages,) int32, zeroed before launch
+    counters,  # reads and increments the dependency counters (n_counters,) int32, zeroed before launch
     error,  # writes [code, instruction, program] on a watchdog timeout, counts launches in [3]; (4,) int32
     # Weights (stacked over layers; see buffers.Weights)
     w_qkv, b_qkv,  # reads (L, 3A, D), (L, 3A); A = H * DH, the attention width
@@ -87,32 +87,33 @@ def _megakernel(
     n_items = tl.load(queue_len + pid)
     for i in range(0, n_items):
         idx = tl.load(queues + pid * QMAX + i)
-        row = instr + idx * 8
+        row = instr + idx * 10  # FIELDS
         op = tl.load(row + 0)
         layer = tl.load(row + 1)
         a = tl.load(row + 2)
         b = tl.load(row + 3)
         c = tl.load(row + 4)
-        wait = tl.load(row + 5)
-        target = tl.load(row + 6)
-        signal = tl.load(row + 7)
-        if (ok != 0) & (wait >= 0):
-            # Spin on plain volatile reads (served by L2, no read-modify-write traffic on the
-            # counter the other programs are adding to), then one acquire for the ordering.
-            cnt = tl.load(counters + wait, volatile=True)
-            err = tl.load(error, volatile=True)
-            spins = tl.full((), 0, tl.int32)
-            while (cnt < target) & (err == 0) & (spins < max_spin):
+        signal = tl.load(row + 9)
+        for w in tl.static_range(2):  # (wait0, target0), (wait1, target1)
+            wait = tl.load(row + 5 + 2 * w)
+            target = tl.load(row + 6 + 2 * w)
+            if (ok != 0) & (wait >= 0):
+                # Spin on plain volatile reads (served by L2, no read-modify-write traffic on the
+                # counter the other programs are adding to), then one acquire for the ordering.
                 cnt = tl.load(counters + wait, volatile=True)
                 err = tl.load(error, volatile=True)
-                spins += 1
-            cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
-            if (cnt < target) | (err != 0):  # timed out, or another program did: stop here
-                old = tl.atomic_cas(error, 0, 1)  # ERROR_TIMEOUT; the first failure names itself
-                if old == 0:
-                    tl.store(error + 1, idx)
-                    tl.store(error + 2, pid)
-                ok = tl.zeros_like(ok)
+                spins = tl.full((), 0, tl.int32)
+                while (cnt < target) & (err == 0) & (spins < max_spin):
+                    cnt = tl.load(counters + wait, volatile=True)
+                    err = tl.load(error, volatile=True)
+                    spins += 1
+                cnt = tl.atomic_add(counters + wait, 0, sem="acquire")
+                if (cnt < target) | (err != 0):  # timed out, or another program did: stop here
+                    old = tl.atomic_cas(error, 0, 1)  # ERROR_TIMEOUT; the first failure names itself
+                    if old == 0:
+                        tl.store(error + 1, idx)
+                        tl.store(error + 2, pid)
+                    ok = tl.zeros_like(ok)
         tl.debug_barrier()
         if (ok != 0) & (idx <= last):
             lay = layer.to(tl.int64)
@@ -160,11 +161,11 @@ def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, erro
            max_spin: int = 1 << 22, last: int | None = None, num_warps: int = 8) -> None:
     """Run ``program`` (already on the buffers' device) with one Triton program per queue.
 
-    counters: (stages,) int32, zeroed here; error: (4,) int32, left as it is (zeroed once by the
+    counters: (n_counters,) int32, zeroed here; error: (4,) int32, left as it is (zeroed once by the
     caller, checked after the step); last: run only instructions 0..last (diffs).
     """
     s = program.shape
-    if FIELDS != 8 or Op.MM_OUT != 12 or Norm.FFN != 2:
+    if FIELDS != 10 or Op.MM_OUT != 12 or Norm.FFN != 2:
         raise RuntimeError("the kernel's opcode literals are out of date with program.Op")
     counters.zero_()
     last = len(program.instructions) - 1 if last is None else last

@@ -1,47 +1,54 @@
 """The mega-kernel's instruction list: one denoising step of the DiT at batch 1, split into tiles.
 
-``compile_program(config, shape, n_programs)`` lists every tile of every op of every layer in
-dependency order, groups them into *stages* and assigns them to programs (one per SM on a GPU).
-Each instruction is one row of an int32 table::
+``compile_program(shape, n_programs)`` lists every tile of every op of every layer, grouped into
+*stages* in dependency order, and assigns them to programs (one per SM on a GPU). Each
+instruction is one row of an int32 table::
 
-    [op, layer, a, b, c, wait_counter, wait_target, signal_counter]
+    [op, layer, a, b, c, wait0, target0, wait1, target1, signal]
 
-``a, b, c`` are the tile's coordinates (see ``Op``). A stage is a set of tiles that may run in any
-order; every tile of stage ``s`` waits until counter ``s - 1`` reaches the number of tiles of stage
-``s - 1``, then runs, then adds one to counter ``s``. Counters live in global memory (an int32
-tensor, zeroed before each launch). Because each program walks its queue in stage order and all
-programs are resident at once, the lowest unfinished stage can always progress: no deadlock.
+``a, b, c`` are the tile's coordinates (see ``Op``). Each tile adds one to its ``signal`` counter
+when done; before it runs it waits until counter ``wait0`` reaches ``target0`` and ``wait1``
+reaches ``target1`` (-1: no wait). Counters live in global memory (an int32 tensor, zeroed
+before each launch); most are per stage and row tile, so row tile r of the next op starts as
+soon as row tile r of this one is done, without a barrier over the whole stage. Dependencies
+only point to earlier stages and each program walks its queue in stage order, so with every
+program resident at once the lowest unfinished stage can always progress: no deadlock.
 
-Per layer (``N`` tokens per frame, ``M = frames * N`` query rows, ``S`` cache slots; the attention
-width ``A = heads * head_dim`` is ``dim`` unless heads were pruned)::
+Per layer (``N`` tokens per frame, ``M = frames * N`` query rows in row tiles r, ``S`` cache
+slots; ``A = heads * head_dim`` is ``dim`` unless heads were pruned), with what each tile waits for::
 
-    LN_ATTN      rows tile          h = LN(x) * (1 + scale1) + shift1
-    MM_QKV       rows x cols tile   qkv = h @ Wqkv^T + b
-    QK_ROPE      rows tile x head   q = rope(rms(q)); k = rope(rms(k)), v -> the KV ring's chunk slots
-    ATTN_PART    rows x head x slot online-softmax partial (m, l, acc) over one cache slot
-    ATTN_REDUCE  rows tile x head   merge the S partials -> attn (M, D)
-    MM_O         rows x cols        x += gate1 * (attn @ Wo^T + b)
-    LN_CROSS     rows tile          h = LayerNorm(x; w, b)          } one stage: the text K/V
-    MM_CKV       text rows x cols   ckv = text @ Wckv^T + b         } do not depend on x
-    MM_CQ        rows x cols        cq = h @ Wcq^T + b
-    CROSS_ATTN   rows tile x head   attn = softmax(cq k^T) v over the prompt's tokens
-    MM_CO        rows x cols        x += attn @ Wco^T + b
-    LN_FFN       rows tile          h = LN(x) * (1 + scale2) + shift2
-    MM_F1        rows x cols        ffn = gelu(h @ W1^T + b)
-    MM_F2        rows x cols        x += gate2 * (ffn @ W2^T + b)
+    LN_ATTN      r          h = LN(x) * (1 + scale1) + shift1       FFN_DOWN of the layer before, row r
+    MM_QKV       r x cols   qkv = h @ Wqkv^T + b                    LN_ATTN r
+    QK_ROPE      r x head   rms + rope of q, k; k, v -> the ring    MM_QKV row r
+    ATTN_PART    r x head x slot  online-softmax partial            every QK_ROPE tile (the chunk's K/V)
+    MM_CKV       text rows  ckv = text @ Wckv^T + b                 every QK_ROPE tile (so the layer
+                                                                    before's cross-attention is done)
+    ATTN_REDUCE  r x head   merge the S partials -> attn            ATTN_PART r, head
+    MM_O         r x cols   x += gate1 * (attn @ Wo^T + b)          ATTN_REDUCE r
+    LN_CROSS     r          h = LayerNorm(x; w, b)                  MM_O r
+    MM_CQ        r x cols   cq = h @ Wcq^T + b                      LN_CROSS r
+    CROSS_ATTN   r x head   softmax(cq k^T) v over the prompt       MM_CQ r and every MM_CKV tile
+    MM_CO        r x cols   x += attn @ Wco^T + b                   CROSS_ATTN r
+    LN_FFN       r          h = LN(x) * (1 + scale2) + shift2       MM_CO r
+    MM_F1        r x cols   ffn = gelu(h @ W1^T + b)                LN_FFN r
+    MM_F2        r x cols   x += gate2 * (ffn @ W2^T + b)           MM_F1 r
 
-then the final ``LN_FINAL`` (final adaLN) and ``MM_OUT`` (patch_out) with ``layer = n_layers``.
+then the final adaLN (``LN`` with ``layer = n_layers``) and ``MM_OUT`` (patch_out), per row tile.
+Every buffer reused across layers is rewritten only after its readers are done (the waits above
+imply it; ``interpreter.simulate`` runs random orders the waits allow to check it).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
 
-FIELDS = 8  # columns of the instruction table
-OP, LAYER, A, B, C, WAIT, TARGET, SIGNAL = range(FIELDS)
+FIELDS = 10  # columns of the instruction table
+OP, LAYER, A, B, C, WAIT0, TARGET0, WAIT1, TARGET1, SIGNAL = range(FIELDS)
+WAITS = ((WAIT0, TARGET0), (WAIT1, TARGET1))
 
 
 class Op(IntEnum):
@@ -121,34 +128,42 @@ class Shape:
 
 @dataclass
 class Program:
-    """A compiled step: the instruction table, the per-program queues and the stage names.
+    """A compiled step: the instruction table, the per-program queues and the counters.
 
     instructions: (I, FIELDS) int32; queues: (P, Q) int32 instruction indices, -1 padded;
-    queue_len: (P,) int32; stage_names[s] names stage s (counter s); stage_tiles[s] its tile count.
+    queue_len: (P,) int32; stage: (I,) int32, each instruction's stage; stage_names[s] names
+    stage s and stage_tiles[s] is its tile count; counter_stage[k]: the stage counter k belongs to;
+    costs[i]: instruction i's estimated time (us).
     """
 
     shape: Shape
     instructions: torch.Tensor
     queues: torch.Tensor
     queue_len: torch.Tensor
+    stage: torch.Tensor
     stage_names: list[str]
     stage_tiles: list[int]
+    counter_stage: list[int]
     costs: list[float]
 
     @property
     def n_programs(self) -> int:
         return self.queues.shape[0]
 
+    @property
+    def n_counters(self) -> int:
+        return len(self.counter_stage)
+
     def to(self, device) -> "Program":
-        return Program(self.shape, self.instructions.to(device), self.queues.to(device), self.queue_len.to(device),
-                       self.stage_names, self.stage_tiles, self.costs)
+        return dataclasses.replace(self, instructions=self.instructions.to(device), queues=self.queues.to(device),
+                                   queue_len=self.queue_len.to(device))
 
     def describe(self, index: int) -> str:
         """Human-readable form of instruction ``index`` (for diffs and watchdog errors)."""
         row = self.instructions[index].tolist()
         op = Op(row[OP])
         extra = f" norm={Norm(row[B]).name}" if op == Op.LN else f" b={row[B]} c={row[C]}"
-        return f"#{index} {op.name} layer={row[LAYER]} a={row[A]}{extra} stage={self.stage_names[row[SIGNAL]]}"
+        return f"#{index} {op.name} layer={row[LAYER]} a={row[A]}{extra} stage={self.stage_names[int(self.stage[index])]}"
 
 
 # Nominal device rates for the cost estimate (H100-class; only the ratios matter for balancing).
@@ -161,50 +176,65 @@ def _cost(flops: float, nbytes: float) -> float:
     return _TILE_OVERHEAD_US + max(flops / _FLOPS_PER_US, nbytes / _BYTES_PER_US)
 
 
-def _stages(shape: Shape) -> list[tuple[str, list[tuple[tuple[int, ...], float]]]]:
-    """Every stage in order: (name, [(instruction without the sync fields, estimated cost)])."""
+@dataclass
+class _Tile:
+    fields: tuple[int, ...]  # op, layer, a, b, c
+    cost: float
+    group: int  # which of its stage's counters it signals (the row tile, mostly)
+    deps: tuple[tuple[str, int], ...]  # (stage name, group) counters it waits for, complete
+
+
+def _stages(shape: Shape) -> list[tuple[str, list[_Tile]]]:
+    """Every stage in order with its tiles, their counters and what they wait for."""
     s = shape
     bm, bn, m, d, dh, a = s.block_m, s.block_n, s.rows, s.dim, s.head_dim, s.attn_width
-    row_tiles = range(0, m, bm)
+    n_rt = -(-m // bm)  # row tiles
     elt = 2  # bf16 bytes
+    out: list[tuple[str, list[_Tile]]] = []
 
-    def ln(layer, which):
-        return [((Op.LN, layer, r, which, 0), _cost(8 * bm * d, 2 * bm * d * elt)) for r in row_tiles]
+    def ln(layer, which, dep):
+        return [_Tile((Op.LN, layer, r * bm, which, 0), _cost(8 * bm * d, 2 * bm * d * elt), r,
+                      ((dep, r),) if dep else ()) for r in range(n_rt)]
 
-    def mm(op, layer, rows, cols, k):
-        return [((op, layer, r, c, 0), _cost(2 * bm * bn * k, (bm + bn) * k * elt))
-                for r in range(0, rows, bm) for c in range(0, cols, bn)]
+    def mm(op, layer, cols, k, dep):
+        return [_Tile((op, layer, r * bm, c, 0), _cost(2 * bm * bn * k, (bm + bn) * k * elt), r, ((dep, r),))
+                for r in range(n_rt) for c in range(0, cols, bn)]
 
-    def heads(op, layer, keys):
-        return [((op, layer, r, h, 0), _cost(4 * bm * keys * dh, 2 * keys * dh * elt))
-                for r in row_tiles for h in range(s.n_heads)]
-
-    out = []
+    prev = None  # the stage whose row-r counter the next layer's first norm waits for
     for layer in range(s.n_layers):
         n = s.tokens_per_frame
-        part = [((Op.ATTN_PART, layer, r, h, slot), _cost(4 * bm * n * dh, 2 * n * dh * elt))
-                for r in row_tiles for h in range(s.n_heads) for slot in range(s.slots)]
-        reduce = [((Op.ATTN_REDUCE, layer, r, h, 0), _cost(3 * s.slots * bm * dh, s.slots * bm * dh * 4))
-                  for r in row_tiles for h in range(s.n_heads)]
-        rope = [((Op.QK_ROPE, layer, r, h, 0), _cost(20 * bm * dh, 6 * bm * dh * elt))
-                for r in row_tiles for h in range(s.n_heads)]
+        p = f"L{layer}."
+        heads = range(s.n_heads)
+        rope = [_Tile((Op.QK_ROPE, layer, r * bm, h, 0), _cost(20 * bm * dh, 6 * bm * dh * elt), 0,
+                      ((p + "qkv", r),)) for r in range(n_rt) for h in heads]
+        part = [_Tile((Op.ATTN_PART, layer, r * bm, h, slot), _cost(4 * bm * n * dh, 2 * n * dh * elt),
+                      r * s.n_heads + h, ((p + "qk_rope", 0),))
+                for r in range(n_rt) for h in heads for slot in range(s.slots)]
+        ckv = [_Tile((Op.MM_CKV, layer, t, c, 0), _cost(2 * bm * bn * d, (bm + bn) * d * elt), 0,
+                     ((p + "qk_rope", 0),)) for t in range(0, s.text_tokens, bm) for c in range(0, 2 * a, bn)]
+        reduce = [_Tile((Op.ATTN_REDUCE, layer, r * bm, h, 0), _cost(3 * s.slots * bm * dh, s.slots * bm * dh * 4),
+                        r, ((p + "attn_part", r * s.n_heads + h),)) for r in range(n_rt) for h in heads]
+        cross = [_Tile((Op.CROSS_ATTN, layer, r * bm, h, 0), _cost(4 * bm * s.text_tokens * dh, 2 * s.text_tokens * dh * elt),
+                       r, ((p + "cross_q", r), (p + "ckv", 0))) for r in range(n_rt) for h in heads]
         out += [
-            (f"L{layer}.ln_attn", ln(layer, Norm.ATTN)),
-            (f"L{layer}.qkv", mm(Op.MM_QKV, layer, m, 3 * a, d)),
-            (f"L{layer}.qk_rope", rope),
-            (f"L{layer}.attn_part", part),
-            (f"L{layer}.attn_reduce", reduce),
-            (f"L{layer}.out_proj", mm(Op.MM_O, layer, m, d, a)),
-            (f"L{layer}.ln_cross+ckv", ln(layer, Norm.CROSS) + mm(Op.MM_CKV, layer, s.text_tokens, 2 * a, d)),
-            (f"L{layer}.cross_q", mm(Op.MM_CQ, layer, m, a, d)),
-            (f"L{layer}.cross_attn", heads(Op.CROSS_ATTN, layer, s.text_tokens)),
-            (f"L{layer}.cross_out", mm(Op.MM_CO, layer, m, d, a)),
-            (f"L{layer}.ln_ffn", ln(layer, Norm.FFN)),
-            (f"L{layer}.ffn_up", mm(Op.MM_F1, layer, m, s.ffn_dim, d)),
-            (f"L{layer}.ffn_down", mm(Op.MM_F2, layer, m, d, s.ffn_dim)),
+            (p + "ln_attn", ln(layer, Norm.ATTN, prev)),
+            (p + "qkv", mm(Op.MM_QKV, layer, 3 * a, d, p + "ln_attn")),
+            (p + "qk_rope", rope),
+            (p + "attn_part", part),
+            (p + "ckv", ckv),
+            (p + "attn_reduce", reduce),
+            (p + "out_proj", mm(Op.MM_O, layer, d, a, p + "attn_reduce")),
+            (p + "ln_cross", ln(layer, Norm.CROSS, p + "out_proj")),
+            (p + "cross_q", mm(Op.MM_CQ, layer, a, d, p + "ln_cross")),
+            (p + "cross_attn", cross),
+            (p + "cross_out", mm(Op.MM_CO, layer, d, a, p + "cross_attn")),
+            (p + "ln_ffn", ln(layer, Norm.FFN, p + "cross_out")),
+            (p + "ffn_up", mm(Op.MM_F1, layer, s.ffn_dim, d, p + "ln_ffn")),
+            (p + "ffn_down", mm(Op.MM_F2, layer, d, s.ffn_dim, p + "ffn_up")),
         ]
+        prev = p + "ffn_down"
     last = s.n_layers
-    out += [("final.ln", ln(last, Norm.ATTN)), ("final.patch_out", mm(Op.MM_OUT, last, m, s.out_dim, d))]
+    out += [("final.ln", ln(last, Norm.ATTN, prev)), ("final.patch_out", mm(Op.MM_OUT, last, s.out_dim, d, "final.ln"))]
     return out
 
 
@@ -217,21 +247,36 @@ def compile_program(shape: Shape, n_programs: int) -> Program:
     if n_programs < 1:
         raise ValueError("n_programs must be >= 1")
     stages = _stages(shape)
+    counter: dict[tuple[str, int], int] = {}  # (stage, group) -> counter index
+    counter_stage: list[int] = []
+    tiles_of: dict[int, int] = {}  # counter -> tiles that signal it
+    for si, (name, tiles) in enumerate(stages):
+        for t in tiles:
+            key = (name, t.group)
+            if key not in counter:
+                counter[key] = len(counter_stage)
+                counter_stage.append(si)
+            tiles_of[counter[key]] = tiles_of.get(counter[key], 0) + 1
     rows: list[list[int]] = []
+    stage_of: list[int] = []
     costs: list[float] = []
     queues: list[list[int]] = [[] for _ in range(n_programs)]
     total = [0.0] * n_programs
-    for s, (_, tiles) in enumerate(stages):
-        wait, target = (s - 1, len(stages[s - 1][1])) if s else (-1, 0)
+    for si, (name, tiles) in enumerate(stages):
         heap = [(0.0, total[p], p) for p in range(n_programs)]
         heapq.heapify(heap)
-        for fields, cost in sorted(tiles, key=lambda t: -t[1]):
+        for t in sorted(tiles, key=lambda t: -t.cost):
+            waits = [(counter[dep], tiles_of[counter[dep]]) for dep in t.deps]
+            if any(counter_stage[k] >= si for k, _ in waits):
+                raise AssertionError(f"{name} waits for a later stage")  # the deadlock-freedom invariant
+            waits += [(-1, 0)] * (2 - len(waits))
             load, _, p = heapq.heappop(heap)
             queues[p].append(len(rows))
-            rows.append([int(f) for f in fields] + [wait, target, s])
-            costs.append(cost)
-            total[p] += cost
-            heapq.heappush(heap, (load + cost, total[p], p))
+            rows.append([int(f) for f in t.fields] + [v for w in waits for v in w] + [counter[(name, t.group)]])
+            stage_of.append(si)
+            costs.append(t.cost)
+            total[p] += t.cost
+            heapq.heappush(heap, (load + t.cost, total[p], p))
     width = max(len(q) for q in queues)
     table = torch.full((n_programs, max(width, 1)), -1, dtype=torch.int32)
     for p, q in enumerate(queues):
@@ -241,8 +286,10 @@ def compile_program(shape: Shape, n_programs: int) -> Program:
         instructions=torch.tensor(rows, dtype=torch.int32),
         queues=table,
         queue_len=torch.tensor([len(q) for q in queues], dtype=torch.int32),
+        stage=torch.tensor(stage_of, dtype=torch.int32),
         stage_names=[name for name, _ in stages],
         stage_tiles=[len(tiles) for _, tiles in stages],
+        counter_stage=counter_stage,
         costs=costs,
     )
 
@@ -251,3 +298,8 @@ def stage_of_layer(program: Program, layer: int) -> int:
     """Index of the last stage of ``layer`` (``n_layers`` = the final norm and projection)."""
     prefix = f"L{layer}." if layer < program.shape.n_layers else "final."
     return max(i for i, name in enumerate(program.stage_names) if name.startswith(prefix))
+
+
+def last_instruction_of_layer(program: Program, layer: int) -> int:
+    """Index of the last instruction of ``layer`` (instructions are listed stage by stage)."""
+    return int((program.stage <= stage_of_layer(program, layer)).nonzero().max())

@@ -12,7 +12,9 @@ from morphcam.kernels import dispatch
 from morphcam.kernels.megakernel import Op, Shape, compile_program
 from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
 from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor, attach, support
-from morphcam.kernels.megakernel.program import OP, SIGNAL, TARGET, WAIT, stage_of_layer
+from morphcam.kernels.megakernel.buffers import StepBuffers
+from morphcam.kernels.megakernel.interpreter import Interpreter
+from morphcam.kernels.megakernel.program import OP, SIGNAL, WAIT0, WAIT1, WAITS, last_instruction_of_layer, stage_of_layer
 from morphcam.model.attention import StreamContext
 from morphcam.model.kv_cache import KVRingCache
 
@@ -50,18 +52,49 @@ def test_program_covers_every_tile_once_in_stage_order():
     queued = prog.queues[prog.queues >= 0]
     assert sorted(queued.tolist()) == list(range(len(table)))  # each instruction in exactly one queue
     for q, n in zip(prog.queues, prog.queue_len):  # queues walk the stages in order: no deadlock
-        stages = table[q[:n].long(), SIGNAL]
+        stages = prog.stage[q[:n].long()]
         assert (stages[1:] >= stages[:-1]).all()
-    counts = torch.bincount(table[:, SIGNAL], minlength=len(prog.stage_names))
-    assert counts.tolist() == prog.stage_tiles
-    later = table[table[:, SIGNAL] > 0]  # each stage waits for all of the previous one
-    assert (later[:, WAIT] == later[:, SIGNAL] - 1).all()
-    assert (later[:, TARGET] == counts[later[:, WAIT].long()]).all()
-    assert (table[table[:, SIGNAL] == 0][:, WAIT] == -1).all()
+    assert torch.bincount(prog.stage, minlength=len(prog.stage_names)).tolist() == prog.stage_tiles
+    counter_stage = torch.tensor(prog.counter_stage)
+    signals = torch.bincount(table[:, SIGNAL], minlength=prog.n_counters)
+    assert (counter_stage[table[:, SIGNAL].long()] == prog.stage).all()  # a tile signals its own stage
+    for w, t in WAITS:  # every wait: a counter of an earlier stage, until all its tiles are done
+        waiting = table[table[:, w] >= 0]
+        assert (counter_stage[waiting[:, w].long()] < prog.stage[table[:, w] >= 0]).all()
+        assert (waiting[:, t] == signals[waiting[:, w].long()]).all()
+    assert (table[prog.stage == 0][:, WAIT0] == -1).all()
     # 40 rows / 16 = 3 row tiles; 2 heads; slots = 1 sink + 2 window + 1 chunk.
     parts = table[(table[:, OP] == Op.ATTN_PART) & (table[:, 1] == 0)]
     assert len(parts) == 3 * 2 * cfg.cache_frames
+    cross = table[(table[:, OP] == Op.CROSS_ATTN)]
+    assert (cross[:, WAIT1] >= 0).all()  # cross-attention also waits for the prompt's K/V
     assert stage_of_layer(prog, 3) == len(prog.stage_names) - 1
+
+
+def test_random_orders_the_waits_allow_give_the_same_step(device):
+    """The dependency counters are complete: any interleaving of 5 programs' queues that the
+    waits allow computes what the in-order run computes; without one wait it would not."""
+    dit = random_dit(small_config(), device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="interpreter")
+    start = random_step(ex)
+    program = compile_program(ex.plan(start.cos.shape[0])[0].shape, n_programs=5)
+    ref = start.clone()
+    Interpreter(program, ex.weights, dit.config.norm_eps).run(ref)
+    for seed in range(3):
+        run = start.clone()
+        order = Interpreter(program, ex.weights, dit.config.norm_eps).simulate(run, seed)
+        assert order != sorted(order)
+        for name in StepBuffers.WRITTEN:
+            torch.testing.assert_close(run.named()[name], ref.named()[name], rtol=0, atol=0, msg=name)
+    cut = program.instructions.clone()
+    cut[cut[:, OP] == Op.MM_F1, WAIT0] = -1  # FFN-up no longer waits for its norm
+    broken = dataclasses.replace(program, instructions=cut)
+    differs = []
+    for seed in range(3):
+        run = start.clone()
+        Interpreter(broken, ex.weights, dit.config.norm_eps).simulate(run, seed)
+        differs.append(not torch.equal(run.out, ref.out))
+    assert any(differs)
 
 
 def test_scheduler_balances_cost():
@@ -70,7 +103,7 @@ def test_scheduler_balances_cost():
     cfg = ModelConfig.from_name("small")
     shape = Shape.from_config(cfg, cfg.tokens_per_frame(), block_m=64, block_n=64, block_k=64, block_kv=64)
     prog = compile_program(shape, n_programs=132)
-    stage = prog.instructions[:, SIGNAL]
+    stage = prog.stage
     costs = torch.tensor(prog.costs)
     owner = torch.empty(len(costs), dtype=torch.long)
     for p, (q, n) in enumerate(zip(prog.queues, prog.queue_len)):
@@ -99,8 +132,8 @@ def test_interpreter_equals_plain_model(device, frames_per_step, pruned):
     ex = MegakernelExecutor(dit, backend="interpreter")
     for ref, out, c_ref, c_out in _stream(dit, ex, 7, device):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(c_out.v, c_ref.v, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(c_out.v, c_ref.v, rtol=1e-4, atol=1e-4)
 
 
 def test_triton_program_equals_interpreter_and_model(device):
@@ -125,7 +158,7 @@ def test_diff_stops_after_an_instruction_or_a_layer(device):
     # Stopping after layer 0: layer 1's buffers-to-be are untouched, so x differs from a full run.
     layer0 = diff(a, b, start, stop_layer=0)
     assert all(r["rel"] < 1e-5 for r in layer0), layer0
-    last0 = int((program.instructions[:, SIGNAL] <= stage_of_layer(program, 0)).nonzero().max())
+    last0 = last_instruction_of_layer(program, 0)
     assert Op(int(program.instructions[last0, OP])) == Op.MM_F2
     broken = MegakernelExecutor(dit, backend="interpreter")
     broken.weights.w_f1[1].mul_(1.5)  # a bug in layer 1 only: invisible when stopping after layer 0

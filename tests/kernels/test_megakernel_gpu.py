@@ -19,7 +19,7 @@ import torch
 from morphcam.kernels import dispatch
 from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
 from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor
-from morphcam.kernels.megakernel.program import TARGET
+from morphcam.kernels.megakernel.program import TARGET0
 from morphcam.model.attention import StreamContext
 from morphcam.model.config import ModelConfig
 from morphcam.model.kv_cache import KVRingCache
@@ -112,7 +112,7 @@ def test_watchdog_turns_an_unsatisfiable_wait_into_an_error():
     cache.begin_chunk()
     args = _inputs(cfg, torch.Generator(device=DEV).manual_seed(0))
     program, _, _ = ex.plan(cache.tokens_per_frame)
-    program.instructions[len(program.instructions) // 2, TARGET] = 1 << 30  # a wait nothing satisfies
+    program.instructions[len(program.instructions) // 2, TARGET0] = 1 << 30  # a wait nothing satisfies
     t0 = time.perf_counter()
     with torch.inference_mode():
         ex.denoise(*args, StreamContext([cache]))
