@@ -374,6 +374,14 @@ def main() -> None:
     # Kernels next (half a minute); the compiles, which can run long, last.
     micro = [] if args.no_micro else run_micro(dtype, ceilings["copy_GBs"])
 
+    def save() -> None:  # after every phase, so a run cut short by a time limit keeps what it measured
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
+                           "ceilings": ceilings, "roofline": [{"preset": p, "size": sz, **v} for (p, sz), v in roofs.items()],
+                           "frames": rows, "kernels": micro}, f, indent=1)
+
+    save()
     compile_presets = {p for p in args.compile_presets.split(",") if p}
     arms = ["compile", "compile+graph"] + (["compile+inductorgraph"] if args.inductor_graphs else [])
     for preset, w, h in cases:
@@ -381,18 +389,15 @@ def main() -> None:
             continue
         setup = Setup(preset, w, h, text, dtype)
         setup.roof = roofs[(preset, f"{w}x{h}")]
-        rows += run_arms(setup, arms, args, t_start)
+        for arm in arms:
+            rows += run_arms(setup, [arm], args, t_start)
+            save()
         torch._dynamo.reset()
         del setup
         torch.cuda.empty_cache()
 
     print_summary(rows, args.dtype, roofs)
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
-                       "ceilings": ceilings, "roofline": [{"preset": p, "size": sz, **v} for (p, sz), v in roofs.items()],
-                       "frames": rows, "kernels": micro}, f, indent=1)
 
 
 if __name__ == "__main__":
