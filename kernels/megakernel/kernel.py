@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .buffers import StepBuffers, Weights
-from .program import FIELDS, Norm, Op, Program
+from .program import FIELDS, Norm, Op, Program, Shape
 from .tiles import attn_part_tile, attn_reduce_tile, cross_tile, ln_tile, mm_tile, qk_rope_tile
 
 ERROR_TIMEOUT = 1  # error[0]: a wait spun max_spin times (or saw another program fail)
@@ -157,6 +157,59 @@ def _megakernel(
             tl.atomic_add(counters + signal, 1, sem="release")
 
 
+def constexprs(shape: Shape, exact: bool) -> dict[str, int | bool]:
+    """The kernel's compile-time sizes for ``shape`` (``exact``: fp32 with IEEE dots)."""
+    s = shape
+    return dict(
+        D=s.dim, AD=s.attn_width, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
+        BM=s.block_m, BN=s.block_n, BK=s.block_k, BKV=s.block_kv, BD=triton.next_power_of_2(s.dim),
+        BLT=max(16, triton.next_power_of_2(s.text_tokens)),
+        LN_ROWS=min(s.block_m, max(1, 4096 // triton.next_power_of_2(s.dim))),  # ~4k fp32 values at a time
+        IEEE=exact,
+    )
+
+
+def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps: int = 8) -> dict:
+    """Compile the kernel for ``sm_<arch>`` without a GPU (Triton's bundled ptxas) and report shared
+    memory, local-memory instructions (spills), the matrix instructions and the synchronisation
+    the PTX uses. Needs TRITON_INTERPRET unset when this module was imported."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    ptr = "*" + dtype
+    sig = {"instr": "*i32", "queues": "*i32", "queue_len": "*i32", "counters": "*i32", "error": "*i32"}
+    sig.update({f.name: ptr for f in fields(Weights)})
+    sig.update({f.name: ptr for f in fields(StepBuffers)})
+    sig.update(part_acc="*fp32", part_ml="*fp32", frame_idx="*i64", token_valid="*u8", slot_idx="*i64", lane="*i64")
+    sig.update({n: "i32" for n in ("QMAX", "max_spin", "last")}, eps="fp32", sm_scale="fp32")
+    sig.update({n: "i32" for n in ("M", "T", "N", "S", "LT", "PO", "FP", "L")})
+    consts = constexprs(shape, dtype == "fp32")
+    names = list(sig) + list(consts)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
+    src = ASTSource(fn=_megakernel, signature={**sig, **{k: "constexpr" for k in consts}}, constexprs=consts, attrs=attrs)
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps, "num_stages": 3})
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+    ptx = k.asm["ptx"]
+    return {
+        "arch": arch, "shared_bytes": k.metadata.shared,
+        "local_memory_instructions": len(re.findall(r"\b(?:LDL|STL)(?:\.[A-Z0-9]+)*\b", sass)),
+        "mma": "HGMMA" if "HGMMA" in sass else ("HMMA" if "HMMA" in sass else "-"),
+        "acquire_loads": len(re.findall(r"ld\.global\.gpu\.acquire", ptx)),
+        "release_adds": len(re.findall(r"red\.global\.gpu\.release\.add", ptx)),
+        "volatile_spin_loads": ptx.count("ld.volatile.global"),
+        "barrier_before_release": bool(re.search(r"bar\.sync[^\n]*\n(?:(?!ld\.|st\.)[^\n]*\n){0,8}?[^\n]*red\.global\.gpu\.release", ptx)),
+    }
+
+
 def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, error, eps: float,
            max_spin: int = 1 << 22, last: int | None = None, num_warps: int = 8) -> None:
     """Run ``program`` (already on the buffers' device) with one Triton program per queue.
@@ -176,9 +229,5 @@ def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, erro
         **{f.name: getattr(bufs, f.name) for f in fields(bufs)},
         QMAX=program.queues.shape[1], max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
         M=s.rows, T=s.frames, N=s.tokens_per_frame, S=s.slots, LT=s.text_tokens, PO=s.out_dim, FP=s.frame_positions,
-        L=s.n_layers, D=s.dim, AD=s.attn_width, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
-        BM=s.block_m, BN=s.block_n, BK=s.block_k, BKV=s.block_kv, BD=triton.next_power_of_2(s.dim),
-        BLT=max(16, triton.next_power_of_2(s.text_tokens)),
-        LN_ROWS=min(s.block_m, max(1, 4096 // triton.next_power_of_2(s.dim))),  # ~4k fp32 values at a time
-        IEEE=exact, num_warps=num_warps,
+        L=s.n_layers, **constexprs(s, exact), num_warps=num_warps,
     )

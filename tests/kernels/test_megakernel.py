@@ -284,3 +284,39 @@ def test_a_lane_of_a_pool(device):
         torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(pools[1].k, pools[0].k, rtol=1e-5, atol=1e-5)
     assert pools[1].k[:2].abs().sum() == 0 and pools[1].k[2].abs().sum() > 0
+
+
+def test_a_launch_that_fails_falls_back_to_the_network(device, monkeypatch, caplog):
+    """E.g. Triton's OutOfResources on a GPU with less shared memory than the tiles need."""
+    from morphcam.kernels.megakernel import kernel
+
+    def out_of_resources(*args, **kwargs):
+        raise RuntimeError("out of resource: shared memory, Required: 155648, Hardware limit: 101376")
+
+    monkeypatch.setattr(kernel, "launch", out_of_resources)
+    dit = random_dit(small_config(), device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="triton")
+    ref, out, c_ref, c_out = next(_stream(dit, ex, 1, device))
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(c_out.k, c_ref.k)
+    assert "shared memory" in ex.failed and "using the network" in caplog.text
+
+
+def test_compiles_for_hopper_with_acquire_and_release():
+    """The persistent program compiled for sm_90 with Triton's own ptxas (no GPU needed): it fits in
+    an H100's shared memory, the spins end in acquire loads, and a CTA barrier precedes each release."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "morphcam.kernels.megakernel.report", "--preset", "tiny"],
+                         capture_output=True, text=True, env=env, timeout=240)
+    if run.returncode and "ptxas" in run.stderr:
+        pytest.skip("this Triton has no bundled ptxas")
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["shared_bytes"] <= 227 * 1024
+    assert report["acquire_loads"] >= 3 and report["release_adds"] >= 1 and report["barrier_before_release"]
+    assert report["volatile_spin_loads"] > 0
