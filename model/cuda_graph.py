@@ -98,14 +98,17 @@ class LaneGraphs:
     """
 
     def __init__(self, generator: StreamGenerator, pool: LanePool, width: int, height: int,
-                 max_graphs: int = 16) -> None:
-        if generator.device.type != "cuda":
+                 max_graphs: int = 16, record: Callable[[Callable[[], torch.Tensor]], tuple] | None = None) -> None:
+        """``record(fn) -> (graph, output)``: how a step is captured (``graph.replay()`` reruns it
+        into ``output``); CUDA graph capture by default. Tests pass a stand-in to run on a CPU."""
+        if record is None and generator.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, the generator is on {generator.device}")
         self.generator, self.pool, self.width, self.height = generator, pool, width, height
         self.max_graphs = max_graphs
         # batch size -> (inputs, graph or None, output or None); insertion order is recency.
-        self._entries: dict[int, tuple[StepInputs, torch.cuda.CUDAGraph | None, torch.Tensor | None]] = {}
-        self._mempool = torch.cuda.graph_pool_handle()
+        self._entries: dict[int, tuple[StepInputs, object | None, torch.Tensor | None]] = {}
+        self._record = record or self._record_cuda_graph
+        self._mempool = None  # one memory pool for all the graphs, made at the first capture
         self.capture_error: Exception | None = None
         self.captures = 0  # graphs captured so far (tests and logs)
 
@@ -125,8 +128,10 @@ class LaneGraphs:
         self._entries[b] = entry
         inputs, graph, output = entry
         gen.prepare(sessions, frames, into=inputs)
-        # From pinned memory: an asynchronous copy (a pageable one would wait for the stream).
-        inputs.lanes.copy_(torch.tensor(list(lanes), dtype=torch.long).pin_memory(), non_blocking=True)
+        host = torch.tensor(list(lanes), dtype=torch.long)
+        if inputs.lanes.is_cuda:  # from pinned memory the copy is asynchronous (pageable waits for the stream)
+            host = host.pin_memory()
+        inputs.lanes.copy_(host, non_blocking=True)
         if graph is not None:
             graph.replay()
             gen.finish(sessions)
@@ -145,9 +150,16 @@ class LaneGraphs:
         while len(self.batch_sizes()) >= self.max_graphs:
             oldest = self.batch_sizes()[0]
             self._entries[oldest] = (self._entries[oldest][0], None, None)
-        torch.cuda.synchronize(gen.device)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._mempool, capture_error_mode="thread_local"):
-            output = gen.forward(sessions, inputs, LaneCaches(self.pool, inputs.lanes))
+        graph, output = self._record(lambda: gen.forward(sessions, inputs, LaneCaches(self.pool, inputs.lanes)))
         self._entries[b] = (inputs, graph, output)
         self.captures += 1
+
+    def _record_cuda_graph(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Capture ``fn`` (recording runs nothing, so no cache moves) into the shared memory pool."""
+        torch.cuda.synchronize(self.generator.device)
+        if self._mempool is None:
+            self._mempool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._mempool, capture_error_mode="thread_local"):
+            output = fn()
+        return graph, output

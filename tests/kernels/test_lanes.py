@@ -129,3 +129,59 @@ def test_pipeline_lanes_and_fallback(text_encoder):
     assert sorted(lanes_pipe._groups) == [(64, 32)]
     out = lanes_pipe.step([("s3", np.zeros((32, 64, 3), np.uint8)), ("s4", np.zeros((32, 32, 3), np.uint8))])
     assert isinstance(out[0], np.ndarray) and isinstance(out[1], KeyError)
+
+
+class _Replay:
+    """Stands in for a CUDA graph on a CPU: recording runs nothing (as a capture does), replay
+    reruns the recorded step into the output buffer."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.output, self.replays = fn, torch.empty(0), 0
+
+    def replay(self) -> None:
+        result = self.fn()
+        self.output.resize_(result.shape).copy_(result)
+        self.replays += 1
+
+
+def test_lane_graphs_keep_one_graph_per_batch_size(text_encoder):
+    """LaneGraphs' bookkeeping on a CPU: the first step of a batch size runs eagerly and records,
+    later steps of that size replay whichever sessions they carry, at most max_graphs are kept
+    (least recently used dropped), and a failing capture leaves the stream eager."""
+    from morphcam.model.cuda_graph import LaneGraphs
+
+    cfg = _config()
+    gen = StreamGenerator(_model(cfg), text_encoder)
+    pool = LanePool(cfg, cfg.latent_size(32, 32), 4, "cpu", torch.float32)
+    recorded = []
+
+    def record(fn):
+        graph = _Replay(fn)
+        recorded.append(graph)
+        return graph, graph.output
+
+    graphs = LaneGraphs(gen, pool, 32, 32, max_graphs=2, record=record)
+    lanes = [pool.acquire() for _ in range(4)]
+    laned = [gen.open_session(32, 32, "comic", seed=i, cache=c) for i, (_, c) in enumerate(lanes)]
+    own = [gen.open_session(32, 32, "comic", seed=i) for i in range(4)]
+    order = [[0], [1, 2], [2], [3, 0, 1], [1, 3], [0], [2, 1, 3]]
+    for idx in order:
+        frames = torch.rand(len(idx), 1, 3, 32, 32) * 2 - 1
+        want = gen.step([own[i] for i in idx], frames)
+        got = graphs.step([laned[i] for i in idx], [lanes[i][0] for i in idx], frames)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    # Sizes 1, 2, 1, 3, 2, 1, 3 with room for two graphs: size 1 is replayed once, then each new
+    # size drops the least recently used graph (2, then 1, then 3, then 2) and records its own.
+    assert [g.replays for g in recorded] == [1, 0, 0, 0, 0, 0]
+    assert graphs.captures == 6 and sorted(graphs.batch_sizes()) == [1, 3]
+    with pytest.raises(ValueError, match="distinct lane"):
+        graphs.step([laned[0], laned[1]], [lanes[0][0], lanes[0][0]], torch.zeros(2, 1, 3, 32, 32))
+
+    def failing(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    broken = LaneGraphs(gen, pool, 32, 32, record=failing)
+    frames = torch.rand(1, 1, 3, 32, 32) * 2 - 1
+    want = gen.step([own[0]], frames)
+    torch.testing.assert_close(broken.step([laned[0]], [lanes[0][0]], frames), want, rtol=1e-6, atol=1e-6)
+    assert isinstance(broken.capture_error, RuntimeError) and broken.batch_sizes() == []
