@@ -175,8 +175,9 @@ def run_frames(preset: str, args, dtype, text) -> list[dict]:
     return rows
 
 
-def long_run(preset: str, steps: int, dtype, n_programs) -> dict:
-    """The mega-kernel's step (begin_chunk, step, commit) replayed ``steps`` times."""
+def long_run(preset: str, steps: int, dtype, n_programs, budget_s: float) -> dict:
+    """The mega-kernel's step (begin_chunk, step, commit) replayed ``steps`` times, or as many as
+    fit in ``budget_s`` (checked every 1000 steps, with the watchdog)."""
     case = StepCase(preset, dtype, n_programs)
     ex, cache = case.executor, case.cache
 
@@ -196,12 +197,16 @@ def long_run(preset: str, steps: int, dtype, n_programs) -> dict:
                 graph.replay()
                 if i % 1000 == 999 or i == steps - 1:
                     ex.check()
+                    if time.perf_counter() - t0 > budget_s:
+                        break
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:400]
         wall = time.perf_counter() - t0
     finite = bool(torch.isfinite(case.out["megakernel"]).all())
-    r = {"preset": preset, "steps": steps, "completed": int(ex.error[3]) - before, "wall_s": round(wall, 1),
-         "mean_step_ms": wall * 1e3 / max(steps, 1), "finite": finite, "error": error}
+    done = int(ex.error[3]) - before  # the kernel counts its own launches
+    r = {"preset": preset, "steps_asked": steps, "steps_done": done, "wall_s": round(wall, 1),
+         "mean_step_ms": wall * 1e3 / max(done, 1), "finite": finite, "error": error,
+         "stopped_by_budget": done < steps and error is None}
     print(f"  long run {preset}: {r}", flush=True)
     return r
 
@@ -210,12 +215,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="tiny,small", help="comma-separated presets, each at its own frame size")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    ap.add_argument("--steps", type=int, default=300, help="timed replays per step arm")
+    ap.add_argument("--steps", type=int, default=200, help="timed replays per step arm")
     ap.add_argument("--frames", type=int, default=100, help="timed frames per frame arm")
     ap.add_argument("--warmup", type=int, default=10, help="untimed frames per frame arm")
     ap.add_argument("--no-frames", action="store_true", help="skip the whole-frame arms")
     ap.add_argument("--programs", type=int, default=None, help="mega-kernel programs (default: the SM count)")
     ap.add_argument("--long-steps", type=int, default=0, help="then replay the first preset's step this many times")
+    ap.add_argument("--long-budget-s", type=float, default=120.0, help="stop the long run after about this long")
     ap.add_argument("--out", help="write every number as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -237,7 +243,7 @@ def main() -> None:
             frames += run_frames(preset, args, dtype, text)
             torch.cuda.empty_cache()
     if args.long_steps:
-        long = long_run(presets[0], args.long_steps, dtype, args.programs)
+        long = long_run(presets[0], args.long_steps, dtype, args.programs, args.long_budget_s)
 
     print(f"\nper denoising step, batch 1, {args.dtype}, {device}:")
     print("| preset | size | arm | p50 us | p99 us | back-to-back us | triton+graph / arm |")
