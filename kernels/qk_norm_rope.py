@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .ring import RingSlots
+from .ring import LaneSlots, RingSlots
 
 
 @triton.jit
@@ -30,11 +30,13 @@ def _qk_norm_rope_kernel(
     q_out_ptr,  # writes q (B, H, L, DH), contiguous
     k_out_ptr,  # writes k (B, H, L, DH), contiguous, or the ring's k (H, slots * N, DH) when WRITE_RING
     v_out_ptr,  # writes the ring's v (H, slots * N, DH) when WRITE_RING (unused otherwise)
-    slot_ptr,  # reads the chunk's slots (F,) long when WRITE_RING
+    slot_ptr,  # reads the chunk's slots (F,) long when WRITE_RING, (B, F) when LANES
+    lane_ptr,  # reads each batch row's lane (B,) long when LANES
     H,
     L,
     N,
     ring_rows,
+    lane_stride,  # elements between two lanes' rings (LANES)
     sq_b, sq_h, sq_l,
     sk_b, sk_h, sk_l,
     sv_b, sv_h, sv_l,
@@ -42,6 +44,7 @@ def _qk_norm_rope_kernel(
     DH: tl.constexpr,
     BLOCK_L: tl.constexpr,
     WRITE_RING: tl.constexpr,
+    LANES: tl.constexpr,  # WRITE_RING into lane ``lanes[b]`` of a pool, at that row's slots
 ):
     bh = tl.program_id(0)
     b = bh // H
@@ -77,7 +80,13 @@ def _qk_norm_rope_kernel(
     o = o * rstd[:, None] * kw_o[None, :]
     k = tl.reshape(tl.join(e * cos - o * sin, e * sin + o * cos), (BLOCK_L, DH))
     if WRITE_RING:
-        slot = tl.load(slot_ptr + rows // N, mask=rmask, other=0)
+        if LANES:
+            lane = tl.load(lane_ptr + b)
+            k_out_ptr += lane * lane_stride
+            v_out_ptr += lane * lane_stride
+            slot = tl.load(slot_ptr + b * (L // N) + rows // N, mask=rmask, other=0)
+        else:
+            slot = tl.load(slot_ptr + rows // N, mask=rmask, other=0)
         dest = h.to(tl.int64) * ring_rows + slot * N + n
         tl.store(k_out_ptr + dest[:, None] * DH + cols[None, :], k.to(k_out_ptr.dtype.element_ty), mask=mask)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_l + cols[None, :], mask=mask, other=0.0)
@@ -86,7 +95,8 @@ def _qk_norm_rope_kernel(
         tl.store(k_out_ptr + out_rows[:, None] * DH + cols[None, :], k.to(k_out_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n) -> None:
+def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n,
+            lanes=None, lane_stride=0) -> None:
     b, h, length, dh = q.shape
     # Frames are small (144-576 tokens): short row blocks give the GPU enough programs (~2 per SM).
     # At most 32 rows: at 64 rows of Dh = 64 the pair split/join spills to local memory (sm_90 SASS).
@@ -96,12 +106,12 @@ def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slo
             raise ValueError("q, k and v need a unit stride along head_dim")
     grid = (b * h, triton.cdiv(length, block_l))
     _qk_norm_rope_kernel[grid](
-        q, k, v, q_weight, k_weight, cos, sin, q_out, k_out, v_out, slot,
-        h, length, n, ring_rows,
+        q, k, v, q_weight, k_weight, cos, sin, q_out, k_out, v_out, slot, q if lanes is None else lanes,
+        h, length, n, ring_rows, lane_stride,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        eps, DH=dh, BLOCK_L=block_l, WRITE_RING=slot is not None, num_warps=4,
+        eps, DH=dh, BLOCK_L=block_l, WRITE_RING=slot is not None, LANES=lanes is not None, num_warps=4,
     )
 
 
@@ -114,13 +124,13 @@ def qk_norm_rope(
     cos: torch.Tensor,
     sin: torch.Tensor,
     eps: float,
-    ring: Sequence[RingSlots] | None = None,
+    ring: Sequence[RingSlots] | LaneSlots | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """q, k, v: (B, H, T * N, Dh) (strided views are read in place); q_weight, k_weight: (Dh,);
     cos, sin: (N, Dh // 2). Returns (q, k), each (B, H, T * N, Dh), normalised and rotated.
 
-    With ``ring`` (one ``RingSlots`` per batch row), k and v are written into the rings at the
-    chunk's slots instead, and the returned k is None.
+    With ``ring`` (one ``RingSlots`` per batch row, or the ``LaneSlots`` of a pool), k and v are
+    written into the rings at the chunk's slots instead, and the returned k is None.
     """
     b, h, length, dh = q.shape
     n = cos.shape[0]
@@ -132,6 +142,15 @@ def qk_norm_rope(
         k_out = torch.empty_like(q_out)
         _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, k_out, None, 0, n)
         return q_out, k_out
+    if isinstance(ring, LaneSlots):  # one launch for the whole batch, each row into its lane
+        lanes, hh, rows, dh_ = ring.k.shape
+        if ring.k.stride() != ring.v.stride() or ring.k.stride()[1:] != (rows * dh_, dh_, 1):
+            raise ValueError("each lane's k and v must be a contiguous (H, slots * N, Dh) block, with equal strides")
+        if ring.slots.shape != (b, length // n) or len(ring.lanes) != b:
+            raise ValueError(f"lane slots {tuple(ring.slots.shape)} do not fit a batch of {b} chunks of {length // n}")
+        _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, ring.k, ring.v, ring.slots.contiguous(), rows, n,
+                ring.lanes, ring.k.stride(0))
+        return q_out, None
     if len(ring) != b:
         raise ValueError(f"{len(ring)} rings for a batch of {b}")
     # Sessions own separate caches, so each batch row is one launch into its own ring.
@@ -154,9 +173,10 @@ def qk_norm_rope_ref(
     cos: torch.Tensor,
     sin: torch.Tensor,
     eps: float,
-    ring: Sequence[RingSlots] | None = None,
+    ring: Sequence[RingSlots] | LaneSlots | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The torch reference: RMSNorm, RoPE per frame, then an ``index_copy_`` into each ring."""
+    """The torch reference: RMSNorm, RoPE per frame, then an ``index_copy_`` into each ring
+    (``LaneSlots.write`` for a pool's lanes)."""
     b, h, length, dh = q.shape
     n = cos.shape[0]
 
@@ -169,6 +189,9 @@ def qk_norm_rope_ref(
     q, k = norm_rope(q, q_weight), norm_rope(k, k_weight)
     if ring is None:
         return q, k
+    if isinstance(ring, LaneSlots):
+        ring.write(k, v)
+        return q, None
     for i, r in enumerate(ring):
         frames = length // n
         r.k.unflatten(1, (-1, n)).index_copy_(1, r.slot, k[i].unflatten(1, (frames, n)).to(r.k.dtype))

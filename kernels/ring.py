@@ -54,3 +54,27 @@ class LaneRingView:
     token_valid: torch.Tensor
     frame_emb: torch.Tensor
     lanes: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LaneSlots:
+    """Where a batch's chunk K/V go when the sessions' caches are lanes of one pool.
+
+    k, v: (lanes, H, slots * N, Dh) one layer's view of the pool, each lane's block contiguous;
+    lanes: (B,) long, the lane of each batch row; slots: (B, F) long, the cache slot of each frame
+    of each row's chunk (both on the device); tokens_per_frame: N.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    lanes: torch.Tensor
+    slots: torch.Tensor
+    tokens_per_frame: int
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """The torch way: k, v (B, H, F * N, Dh) into the lanes' rings (one ``index_put_`` each)."""
+        n, f = self.tokens_per_frame, self.slots.shape[1]
+        rows = self.lanes[:, None].expand_as(self.slots)
+        for ring, value in ((self.k, k), (self.v, v)):
+            # Advanced indices around a slice put the indexed axes first: (B, F, H, N, Dh).
+            ring.unflatten(2, (-1, n))[rows, :, self.slots] = value.unflatten(2, (f, n)).transpose(1, 2).to(ring.dtype)

@@ -22,7 +22,7 @@ from . import ops
 from .attention import StreamContext
 from .config import ModelConfig
 from .kv_cache import KVRingCache
-from .ops import LaneRingView
+from .ops import LaneRingView, LaneSlots
 
 
 class CacheBatch(Protocol):
@@ -148,27 +148,24 @@ class LaneCaches:
         p.frame_idx.index_put_((self.lanes,), idx)
         p.pos.index_put_((self.lanes,), p.pos[self.lanes] + cfg.frames_per_step)
 
-    def write_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """The chunk's normalised keys and values into the lanes' rings. k, v: (B, H, F * N, Dh)."""
-        n, f = self.pool.tokens_per_frame, self.slots.shape[1]
-        for buf, value in ((self.pool.k, k), (self.pool.v, v)):
-            ring = buf[:, layer].unflatten(2, (-1, n))  # (lanes, H, slots, N, Dh), a view
-            # Advanced indices around a slice put the indexed axes first: (B, F, H, N, Dh).
-            ring[self.rows, :, self.slots] = value.unflatten(2, (f, n)).transpose(1, 2)
+    def ring_slots(self, layer: int) -> LaneSlots:
+        """Where QK-norm/RoPE writes this layer's chunk K/V (in the same launch, on the Triton path)."""
+        p = self.pool
+        return LaneSlots(p.k[:, layer], p.v[:, layer], self.lanes, self.slots, p.tokens_per_frame)
 
 
 class LaneContext:
-    """Stream attention over a pool's lanes: writes the chunk's K/V, then one batched attention."""
+    """Stream attention over a pool's lanes: the chunk's K/V are in the lanes already (written by
+    ``ops.qk_norm_rope`` at ``ring_slots``); one batched attention reads them."""
 
     def __init__(self, caches: LaneCaches) -> None:
         self.caches = caches
 
     def ring_slots(self, layer):
-        return None  # qk_norm_rope returns the normalised k; ``attend`` writes it into the lanes
+        return self.caches.ring_slots(layer)
 
     def attend(self, layer, q, k, v, frame_emb):
         c = self.caches
-        c.write_kv(layer, k, v)
         p = c.pool
         view = LaneRingView(p.k[:, layer], p.v[:, layer], p.frame_idx, p.token_valid, frame_emb, c.lanes)
         return ops.lane_ring_attention(q, view)

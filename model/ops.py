@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import dispatch
-from ..kernels.ring import LaneRingView, RingSlots, RingView
+from ..kernels.ring import LaneRingView, LaneSlots, RingSlots, RingView
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,7 +84,7 @@ def qk_norm_rope(
     cos: torch.Tensor,
     sin: torch.Tensor,
     eps: float,
-    ring: Sequence[RingSlots] | None = None,
+    ring: Sequence[RingSlots] | LaneSlots | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """QK-norm (RMSNorm per head) and 2D RoPE of q and k; in a stream step also the K/V write.
 
@@ -99,6 +99,9 @@ def qk_norm_rope(
     k = apply_rope_2d(rms_norm(k, k_weight, eps).unflatten(2, (t, -1)), cos, sin).flatten(2, 3)
     if ring is None:
         return q, k
+    if isinstance(ring, LaneSlots):  # sessions in the lanes of one pool
+        ring.write(k, v)
+        return q, None
     for i, r in enumerate(ring):
         n = r.tokens_per_frame
         # The slot is a device tensor: index_copy_ writes where the ring is without reading it back.

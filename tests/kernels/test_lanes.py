@@ -62,6 +62,34 @@ def test_lane_attention_kernel(dtype, tol, device, rel_error):
         assert rel_error(want[b], ring_attention_ref(q[b].double(), one)) < 1e-12
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 3e-3)])
+def test_qk_norm_rope_writes_the_lanes(dtype, tol, device, rel_error):
+    """One launch normalises and rotates q and k for the whole batch and writes each row's chunk
+    into its own lane at its own slots; other lanes, slots and layers are untouched."""
+    from morphcam.kernels.qk_norm_rope import qk_norm_rope, qk_norm_rope_ref
+    from morphcam.kernels.ring import LaneSlots
+    from morphcam.model.ops import rope_2d_tables
+
+    lanes, layers, h, slots, f, dh, grid = 4, 2, 2, 5, 2, 16, (2, 3)
+    n = grid[0] * grid[1]
+    pool_k = torch.randn(lanes, layers, h, slots * n, dh, device=device, dtype=dtype)
+    pool_v = torch.randn_like(pool_k)
+    qkv = torch.randn(3, f * n, 3, h, dh, device=device, dtype=dtype) * 2
+    q, k, v = [t.transpose(1, 2) for t in qkv.unbind(2)]
+    w1, w2 = torch.randn(2, dh, device=device, dtype=dtype).unbind(0)
+    cos, sin = rope_2d_tables(*grid, dh, 100.0, torch.device(device), dtype)
+    row_lanes = torch.tensor([2, 0, 3], device=device)
+    row_slots = torch.tensor([[1, 2], [3, 4], [0, 1]], device=device)
+    ref_k, ref_v = pool_k.double(), pool_v.double()
+    q_ref, _ = qk_norm_rope_ref(q.double(), k.double(), v.double(), w1.double(), w2.double(), cos.double(),
+                                sin.double(), 1e-6, LaneSlots(ref_k[:, 1], ref_v[:, 1], row_lanes, row_slots, n))
+    q_out, none = qk_norm_rope(q, k, v, w1, w2, cos, sin, 1e-6,
+                               LaneSlots(pool_k[:, 1], pool_v[:, 1], row_lanes, row_slots, n))
+    assert none is None and rel_error(q_out, q_ref) < tol
+    assert rel_error(pool_k, ref_k) < tol and torch.equal(pool_v, ref_v.to(dtype))
+    assert torch.equal(pool_k[1], ref_k[1].to(dtype)) and torch.equal(pool_k[:, 0], ref_k[:, 0].to(dtype))
+
+
 @pytest.mark.parametrize("backend,per_step", [("torch", 1), ("triton", 1), ("torch", 2)])
 def test_lane_steps_equal_session_steps(backend, per_step, text_encoder, device):
     """Sessions in pool lanes, stepped in changing groups and orders, compute what the same
