@@ -80,7 +80,7 @@ def test_random_orders_the_waits_allow_give_the_same_step(device):
     program = compile_program(ex.plan(start.cos.shape[0])[0].shape, n_programs=5)
     ref = start.clone()
     Interpreter(program, ex.weights, dit.config.norm_eps).run(ref)
-    for seed in range(3):
+    for seed in range(2):
         run = start.clone()
         order = Interpreter(program, ex.weights, dit.config.norm_eps).simulate(run, seed)
         assert order != sorted(order)
@@ -89,12 +89,13 @@ def test_random_orders_the_waits_allow_give_the_same_step(device):
     cut = program.instructions.clone()
     cut[cut[:, OP] == Op.MM_F1, WAIT0] = -1  # FFN-up no longer waits for its norm
     broken = dataclasses.replace(program, instructions=cut)
-    differs = []
     for seed in range(3):
         run = start.clone()
         Interpreter(broken, ex.weights, dit.config.norm_eps).simulate(run, seed)
-        differs.append(not torch.equal(run.out, ref.out))
-    assert any(differs)
+        if not torch.equal(run.out, ref.out):
+            break
+    else:
+        raise AssertionError("a dropped wait went unnoticed")
 
 
 def test_scheduler_balances_cost():
@@ -117,7 +118,7 @@ def test_scheduler_balances_cost():
 
 @pytest.mark.parametrize("frames_per_step,pruned", [(1, False), (2, False), (1, True)])
 def test_interpreter_equals_plain_model(device, frames_per_step, pruned):
-    """Seven steps: the ring (1 sink + 2 window + chunk) wraps, sinks stay pinned; also with
+    """Five steps: the ring (sinks + window + chunk) wraps, sinks stay pinned; also with
     attention narrower than dim (heads pruned: 2 heads of 16 in a dim-64 model)."""
     from morphcam.model.config import ModelConfig
 
@@ -130,7 +131,7 @@ def test_interpreter_equals_plain_model(device, frames_per_step, pruned):
                        window_frames=2 * frames_per_step, **extra)
     dit = random_dit(cfg, device, torch.float32)
     ex = MegakernelExecutor(dit, backend="interpreter")
-    for ref, out, c_ref, c_out in _stream(dit, ex, 7, device):
+    for ref, out, c_ref, c_out in _stream(dit, ex, 5, device):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(c_out.v, c_ref.v, rtol=1e-4, atol=1e-4)
