@@ -138,7 +138,9 @@ class GeneratorPipeline(Pipeline):
                 f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
-        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs, lanes=lanes)
+        # Lane pools are for graphs per batch size; a CPU steps each session on its own cache.
+        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs,
+                       lanes=lanes if dev.type == "cuda" else 0)
         pipeline.warmup()
         return pipeline
 
