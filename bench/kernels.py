@@ -61,6 +61,7 @@ class Setup:
         self.compiled = None  # the "compile" arm's function, reused by "compile+graph"
         self.roof: dict = {}  # flops, bytes and roofline_ms of one frame (Setup.roofline)
         self.compile_variant = ""
+        self.compile_session = None  # the session the compiled step was traced with
         self.frames = [torch.rand(1, 1, 3, height, width, device="cuda", generator=g) * 2 - 1 for _ in range(8)]
 
     def session(self):
@@ -125,14 +126,16 @@ def _compile(setup: Setup, mode: str):
             last_error = exc
             continue
         print(f"    compiled ({variant}) in {time.perf_counter() - t0:.1f} s", flush=True)
-        setup.compiled, setup.compile_variant = forward, variant
+        # The arms go on with the session it was compiled for (no guard on another session can fail).
+        setup.compiled, setup.compile_variant, setup.compile_session = forward, variant, s
         return forward
     raise last_error
 
 
 def arm_compile(setup: Setup, mode: str):
-    gen, s = setup.gen, setup.session()
+    gen = setup.gen
     forward = setup.compiled or _compile(setup, mode)
+    s = setup.compile_session
     inputs = gen.new_inputs(1, setup.width, setup.height)
 
     def step(f):
@@ -149,7 +152,7 @@ def arm_compiled_graph(setup: Setup, mode: str):
     from morphcam.model.cuda_graph import CudaGraphRunner
 
     forward = setup.compiled or _compile(setup, mode)
-    runner = CudaGraphRunner(setup.gen, [setup.session()], setup.width, setup.height, forward=forward)
+    runner = CudaGraphRunner(setup.gen, [setup.compile_session], setup.width, setup.height, forward=forward)
     runner.step(setup.frames[0])  # eager frame, then capture
     if runner.capture_error is not None:
         raise runner.capture_error
