@@ -5,7 +5,8 @@ clip of every batch fresh leaves the model waiting on data. ``ClipPool`` holds `
 (inputs and targets as uint8, the precision a video target has anyway), draws each batch at
 random from them, and replaces ``refresh`` random clips with new ones per batch, so each clip
 is seen about ``batch / refresh`` times over its life in the pool and the data cost per step
-falls by that factor.
+falls by that factor. New clips are made in chunks (``chunk`` clips every ``chunk / refresh``
+steps): making clips is bound by kernel launches, so 64 clips cost little more than 8.
 
 Prompts are worded afresh on every draw when the source can (``SyntheticClips.prompt_for``),
 so a pooled clip is not tied to one paraphrase.
@@ -45,10 +46,14 @@ class ClipPool:
     """
 
     def __init__(self, source: ClipSource, size: int, refresh: int, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", chunk: int | None = None) -> None:
         if size < 1 or not 0 <= refresh <= size:
             raise ValueError(f"a clip pool needs size >= 1 and 0 <= refresh <= size, got size {size}, refresh {refresh}")
+        self.chunk = min(FILL_CHUNK, size) if chunk is None else chunk
+        if not 1 <= self.chunk <= size:
+            raise ValueError(f"a clip pool's chunk must be in [1, size], got {self.chunk}")
         self.source, self.size, self.refresh = source, size, refresh
+        self._owed = 0  # clips due for replacement, made once a whole chunk is due
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
         self._inputs: Tensor | None = None  # (N, T, 3, H, W) uint8
@@ -100,8 +105,9 @@ class ClipPool:
         return reword(style, float(torch.rand(1, generator=self.generator)))
 
     def sample(self, batch_size: int) -> ClipBatch:
-        """``batch_size`` clips drawn at random from the pool (without replacement when it can),
-        then ``refresh`` random slots replaced by new clips. Returns a ClipBatch in [-1, 1]."""
+        """``batch_size`` clips drawn at random from the pool (without replacement when it can);
+        then ``refresh`` more clips are due for replacement, and each time a whole ``chunk`` is
+        due, that many random slots get new clips. Returns a ClipBatch in [-1, 1]."""
         if not self.filled:
             self._fill()
         if batch_size <= self.size:
@@ -118,18 +124,21 @@ class ClipPool:
             seeds=self._seeds[idx].clone(),
             times=self._times[idx].clone(),
         )
-        if self.refresh:
-            slots = torch.randperm(self.size, generator=self.generator)[: self.refresh].tolist()
-            self._write(slots, self.source.sample(self.refresh))
+        self._owed += self.refresh
+        while self._owed >= self.chunk:
+            slots = torch.randperm(self.size, generator=self.generator)[: self.chunk].tolist()
+            self._write(slots, self.source.sample(self.chunk))
+            self._owed -= self.chunk
         return batch
 
     # ---- resume -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "source": source_state(self.source)}
+        return {"generator": self.generator.get_state(), "source": source_state(self.source), "owed": self._owed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         restore_source(self.source, state["source"])
+        self._owed = int(state.get("owed", 0))
         self._inputs = None  # refilled from the restored source on the next sample
 
 

@@ -53,7 +53,7 @@ def _key(x: torch.Tensor) -> bytes:
 
 def test_pool_serves_its_sources_clips_and_refreshes_a_few_per_step(photo_dir):
     src = Recording(photo_dir)
-    pool = ClipPool(src, size=10, refresh=3, seed=1)
+    pool = ClipPool(src, size=10, refresh=3, seed=1, chunk=3)
     known = {}
     batch = pool.sample(4)
     assert src.clips == 10 + 3  # filled once, then 3 new clips for the next steps
@@ -79,6 +79,20 @@ def test_pool_serves_its_sources_clips_and_refreshes_a_few_per_step(photo_dir):
     fresh = ClipPool(Recording(photo_dir), size=10, refresh=0, seed=1)
     fresh.sample(1)
     torch.testing.assert_close(fresh._inputs[0].float() / 127.5 - 1, first.inputs[0], atol=0.5 / 127.5 + 1e-6, rtol=0)
+
+
+def test_new_clips_come_in_whole_chunks(photo_dir):
+    src = Recording(photo_dir)
+    pool = ClipPool(src, size=8, refresh=2, seed=3, chunk=5)
+    made = []
+    for _ in range(6):
+        pool.sample(2)
+        made.append(src.clips - 8)
+    assert made == [0, 0, 5, 5, 10, 10]  # 2 due per step, made 5 at a time
+    assert all(len(b.prompts) == 5 for b in src.batches[-2:])
+    assert pool.state_dict()["owed"] == 2
+    with pytest.raises(ValueError, match="chunk"):
+        ClipPool(src, size=4, refresh=1, chunk=5)
 
 
 def test_refresh_zero_keeps_a_fixed_set_and_draws_vary(photo_dir):
