@@ -1,7 +1,7 @@
 """The daemon's diffusion pipeline: ``Pipeline`` on top of ``morphcam.model.StreamGenerator``.
 
-Frames arrive as ``uint8`` RGB ``(H, W, 3)`` arrays (float arrays in [0, 1] are accepted too)
-and leave as ``uint8``. A step groups the batch by frame size, runs each group through the
+Frames arrive as ``uint8`` RGB ``(H, W, 3)`` arrays (float arrays in [0, 1] are accepted too,
+rounded to uint8) and leave as ``uint8``. A step groups the batch by frame size, runs each group through the
 generator in one batch, and puts an exception in the slot of any frame that cannot be served
 (unknown session, wrong size, non-finite pixels, a failing group) while the rest succeed.
 Style names from ``styles()`` may be used as prompts; they map to their canonical prompt.
