@@ -21,7 +21,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.csv" 2>&1
 git rev-parse HEAD > "$out/commit.txt" 2>/dev/null
-step gpu_tests 130 python -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_lanes.py tests/daemon/test_gpu_daemon.py \
+step gpu_tests 150 python -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_lanes.py tests/daemon/test_gpu_daemon.py \
     --junitxml="$out/gpu_tests.xml"
 step daemon_step 60 python bench/daemon_step.py --preset tiny --size 512x288 --batches 1,2,4,8 --frames 60 \
     --out "$out/daemon_step.json"
