@@ -92,6 +92,7 @@ class MegakernelExecutor:
         self.weights = Weights.from_dit(dit)
         self.error = torch.zeros(4, device=self.device, dtype=torch.int32)  # see kernel.launch
         self._launches_at_failure = 0
+        self._warned_safe_mode = False
         self.failed: str | None = None
         self._last_program: Program | None = None
         self._plans: dict[int, tuple[Program, StepBuffers, torch.Tensor]] = {}
@@ -167,8 +168,8 @@ class MegakernelExecutor:
     def check(self) -> None:
         """Wait for the device (at most ``timeout_s``) and raise ``MegakernelError`` if the step hung
         or a wait timed out; after that ``failed`` says why and ``denoise`` hands calls to the network.
-        Once failed, it raises again only if a captured CUDA graph still launches the kernel (the
-        kernel then does nothing: its error flag stays set), so the graph's owner recaptures."""
+        Once failed it does not raise again: a captured CUDA graph that still launches the kernel gets
+        its safe mode (see ``kernel``), correct but on one SM, and a warning says to recapture."""
         if self.backend == "interpreter":
             return
         if self.device.type == "cuda":
@@ -180,9 +181,11 @@ class MegakernelExecutor:
                 time.sleep(20e-6)
         code, index, pid, launches = self.error.tolist()
         if self.failed is not None:
-            if launches > self._launches_at_failure:
-                self._launches_at_failure = launches
-                raise MegakernelError(f"{self.failed}; a captured CUDA graph still launches it: recapture")
+            if launches > self._launches_at_failure and not self._warned_safe_mode:
+                self._warned_safe_mode = True  # correct frames, on one SM, until the graph is recaptured
+                log.warning("a captured CUDA graph still launches the failed mega-kernel; it runs in safe mode "
+                            "(one program, no waits) until the graph is recaptured")
+            self._launches_at_failure = launches
             return
         if code:
             program = self._last_program

@@ -7,8 +7,10 @@ the release; one after the wait spreads the acquire to every thread. If a wait s
 ``max_spin`` times, or another program has already failed, the program records the failure in
 ``error`` ([code, instruction, program, launches]) and skips the rest of its queue, so a hang ends
 as an error the host sees (``MegakernelExecutor`` then falls back) instead of a frozen stream. The
-flag stays set afterwards: a launch that finds it set does nothing (a CUDA graph captured with the
-kernel inside replays harmlessly until it is recaptured).
+flag stays set afterwards, and a launch that finds it set runs in *safe mode*: program 0 alone
+walks the whole table in order (a valid topological order, so no waits), the others return. A
+CUDA graph captured with the kernel inside thus keeps making correct frames, on one SM, until it
+is recaptured on the network.
 
 The grid never exceeds the SM count, so every program is resident and the waits can progress.
 Under ``TRITON_INTERPRET=1`` (CPU tests) it runs with a single program.
@@ -67,7 +69,7 @@ def _megakernel(
     token_valid,  # reads (lanes, S, N) uint8
     slot_idx,  # reads the chunk's slots (lanes, T) long
     lane,  # reads the lane this step uses (1,) long
-    QMAX, max_spin, last, eps, sm_scale,  # last: run tiles with index <= last only (the rest just signal)
+    QMAX, n_instr, max_spin, last, eps, sm_scale,  # last: run tiles with index <= last only (the rest just signal)
     M, T, N, S, LT, PO, FP,
     L, D: tl.constexpr, AD: tl.constexpr, H: tl.constexpr, DH: tl.constexpr, FFN: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKV: tl.constexpr, BD: tl.constexpr,
@@ -76,8 +78,9 @@ def _megakernel(
     pid = tl.program_id(0)
     if pid == 0:
         tl.atomic_add(error + 3, 1)  # launches: the host sees a captured graph still replaying this kernel
-    # A flag left set by an earlier failure disables the kernel: every program returns at once.
-    ok = (tl.atomic_add(error, 0, sem="acquire") == 0).to(tl.int32)
+    # A flag left set by an earlier failure: safe mode, program 0 runs every tile in table order.
+    safe = (tl.atomic_add(error, 0, sem="acquire") != 0).to(tl.int32)
+    ok = tl.full((), 1, tl.int32)
     ln = tl.load(lane).to(tl.int64)  # the ring buffers of this step's lane
     ring_k += ln * L * H * S * N * DH
     ring_v += ln * L * H * S * N * DH
@@ -85,8 +88,12 @@ def _megakernel(
     token_valid += ln * S * N
     slot_idx += ln * T
     n_items = tl.load(queue_len + pid)
+    if safe != 0:
+        n_items = tl.where(pid == 0, n_instr, 0)
     for i in range(0, n_items):
-        idx = tl.load(queues + pid * QMAX + i)
+        idx = i
+        if safe == 0:
+            idx = tl.load(queues + pid * QMAX + i)
         row = instr + idx * 10  # FIELDS
         op = tl.load(row + 0)
         layer = tl.load(row + 1)
@@ -97,7 +104,7 @@ def _megakernel(
         for w in tl.static_range(2):  # (wait0, target0), (wait1, target1)
             wait = tl.load(row + 5 + 2 * w)
             target = tl.load(row + 6 + 2 * w)
-            if (ok != 0) & (wait >= 0):
+            if (ok != 0) & (wait >= 0) & (safe == 0):
                 # Spin on plain volatile reads (served by L2, no read-modify-write traffic on the
                 # counter the other programs are adding to), then one acquire for the ordering.
                 cnt = tl.load(counters + wait, volatile=True)
@@ -186,7 +193,7 @@ def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps:
     sig.update({f.name: ptr for f in fields(Weights)})
     sig.update({f.name: ptr for f in fields(StepBuffers)})
     sig.update(part_acc="*fp32", part_ml="*fp32", frame_idx="*i64", token_valid="*u8", slot_idx="*i64", lane="*i64")
-    sig.update({n: "i32" for n in ("QMAX", "max_spin", "last")}, eps="fp32", sm_scale="fp32")
+    sig.update({n: "i32" for n in ("QMAX", "n_instr", "max_spin", "last")}, eps="fp32", sm_scale="fp32")
     sig.update({n: "i32" for n in ("M", "T", "N", "S", "LT", "PO", "FP", "L")})
     consts = constexprs(shape, dtype == "fp32")
     names = list(sig) + list(consts)
@@ -227,7 +234,7 @@ def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, erro
         program.instructions, program.queues, program.queue_len, counters, error,
         **{f.name: getattr(weights, f.name) for f in fields(weights)},
         **{f.name: getattr(bufs, f.name) for f in fields(bufs)},
-        QMAX=program.queues.shape[1], max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
+        QMAX=program.queues.shape[1], n_instr=len(program.instructions), max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
         M=s.rows, T=s.frames, N=s.tokens_per_frame, S=s.slots, LT=s.text_tokens, PO=s.out_dim, FP=s.frame_positions,
         L=s.n_layers, **constexprs(s, exact), num_warps=num_warps,
     )

@@ -4,7 +4,8 @@
 - fp32 with exact dots against the torch interpreter, buffer by buffer, and bitwise the same
   over repeated launches (a missing acquire/release would show up as a race here);
 - a captured CUDA graph of the generator's frame with the mega-kernel inside equals eager frames;
-- the watchdog: an unsatisfiable wait ends as an error, not a hang;
+- the watchdog: an unsatisfiable wait ends as an error, not a hang, and a later launch (a stale
+  graph's) runs in safe mode and still computes the step;
 - a long loop with no hang: ``MORPHCAM_MEGAKERNEL_STEPS`` steps (default 2000; the benchmark's
   ``--long-steps 100000`` is the 100,000-step run).
 """
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from morphcam.kernels import dispatch
+from morphcam.kernels.megakernel.buffers import epilogue
 from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
 from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor
 from morphcam.kernels.megakernel.program import TARGET0
@@ -103,7 +105,7 @@ def test_graphed_frames_with_the_megakernel_equal_eager_ones():
     assert gen.megakernel.failed is None
 
 
-def test_watchdog_turns_an_unsatisfiable_wait_into_an_error():
+def test_watchdog_turns_an_unsatisfiable_wait_into_an_error(rel_error):
     cfg = ModelConfig.from_name("tiny")
     dit = random_dit(cfg, DEV, BF)
     ex = MegakernelExecutor(dit, max_spin=20_000)
@@ -120,6 +122,15 @@ def test_watchdog_turns_an_unsatisfiable_wait_into_an_error():
             ex.check()
     assert time.perf_counter() - t0 < 30
     assert not ex.runs(args[0], StreamContext([cache]))  # the next step uses the network
+    # A captured graph would still launch the kernel: with the flag set it runs in safe mode (one
+    # program, every tile in order), which makes the step the network makes.
+    with torch.inference_mode():
+        ref = dit(*args, StreamContext([cache]))
+        _, bufs, counters = ex.plan(cache.tokens_per_frame)
+        ex.execute(program, bufs, counters)
+        ex.check()
+        out = epilogue(dit, bufs, 1, *args[0].shape[-2:])
+    assert rel_error(out, ref) < 3e-2
 
 
 def test_long_run_never_hangs():
