@@ -5,7 +5,7 @@
 # 512x288 streams, wan-1.3b-shape at LongLive's settings, and the kernel/graph/compile arms on
 # small (compile last: the time box may cut it; its JSON keeps what was measured).
 #
-#   bash bench/gpu_suite.sh "$OUT"        # about 5-6 minutes on one H100
+#   bash bench/gpu_suite.sh "$OUT"        # at most about 8 minutes (the sum of the time boxes)
 set -u
 out=${1:?usage: bash bench/gpu_suite.sh OUTPUT_DIR}
 mkdir -p "$out"
@@ -21,15 +21,15 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.csv" 2>&1
 git rev-parse HEAD > "$out/commit.txt" 2>/dev/null
-step gpu_tests 150 python -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_lanes.py tests/daemon/test_gpu_daemon.py \
+step gpu_tests 120 python -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_lanes.py tests/daemon/test_gpu_daemon.py \
     --junitxml="$out/gpu_tests.xml"
-step daemon_step 60 python bench/daemon_step.py --preset tiny --size 512x288 --batches 1,2,4,8 --frames 60 \
+step daemon_step 45 python bench/daemon_step.py --preset tiny --size 512x288 --batches 1,2,4,8 --frames 60 \
     --out "$out/daemon_step.json"
-step load_1 50 python bench/load.py --sessions 1 --seconds 12 --warmup 2 --pipeline generator --device cuda \
+step load_1 40 python bench/load.py --sessions 1 --seconds 12 --warmup 2 --pipeline generator --device cuda \
     --json "$out/load_1.json"
-step load_8 55 python bench/load.py --sessions 8 --seconds 12 --warmup 3 --pipeline generator --device cuda --port 50152 \
+step load_8 50 python bench/load.py --sessions 8 --seconds 12 --warmup 3 --pipeline generator --device cuda --port 50152 \
     --json "$out/load_8.json"
-step longlive 110 python bench/longlive_shape.py --chunks 6 --out "$out/longlive.json"
-step kernels 150 python bench/kernels.py --cases small:512x288,tiny:512x288 --frames 100 --warmup 10 --no-micro \
+step longlive 100 python bench/longlive_shape.py --chunks 6 --out "$out/longlive.json"
+step kernels 140 python bench/kernels.py --cases small:512x288,tiny:512x288 --frames 100 --warmup 10 --no-micro \
     --budget-s 60 --out "$out/kernels.json"
 echo "done: $out"

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("morphcam.daemon.serve", "run the daemon (gRPC on a unix socket and/or 127.0.0.1)"),
     "transform": ("morphcam.daemon.transform", "restyle a video file or image folder into a video file"),
     "live": ("morphcam.obs_bridge.live", "bridge a camera or OBS through the daemon to a virtual camera or OBS"),
-    "train": ("morphcam.model.train.cli", "train the autoencoder and the denoiser"),
+    "train": ("morphcam.model.train.cli", "train the autoencoder and the denoiser, distil and prune"),
     "evaluate": ("morphcam.model.evaluate", "measure a checkpoint against the style teachers"),
     "doctor": ("morphcam.obs_bridge.doctor", "check GPU, virtual camera, OBS WebSocket and ports, and say what to fix"),
 }
