@@ -232,9 +232,17 @@ def main() -> None:
     print(f"device: {device}  torch {torch.__version__}  dtype {args.dtype}", flush=True)
     presets = args.presets.split(",")
     steps, frames, long = [], [], None
+
+    def save() -> None:  # after every phase, so a run cut short keeps what it measured
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"device": device, "dtype": args.dtype, "torch": torch.__version__, "steps": steps,
+                           "frames": frames, "long_run": long}, f, indent=1)
+
     for preset in presets:
         steps += run_steps(preset, args, dtype)
         torch.cuda.empty_cache()
+        save()
     if not args.no_frames:
         from morphcam.model.text import TextEncoder
 
@@ -242,8 +250,10 @@ def main() -> None:
         for preset in presets:
             frames += run_frames(preset, args, dtype, text)
             torch.cuda.empty_cache()
+            save()
     if args.long_steps:
         long = long_run(presets[0], args.long_steps, dtype, args.programs, args.long_budget_s)
+        save()
 
     print(f"\nper denoising step, batch 1, {args.dtype}, {device}:")
     print("| preset | size | arm | p50 us | p99 us | back-to-back us | triton+graph / arm |")
@@ -259,10 +269,7 @@ def main() -> None:
         print(f"| {r['preset']} | {r['size']} | {r['arm']} | {r['p50_ms'] * 1e3:.1f} | {r['p99_ms'] * 1e3:.1f} | "
               f"{r['mean_back_to_back_ms'] * 1e3:.1f} | {ratio} |")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"device": device, "dtype": args.dtype, "torch": torch.__version__, "steps": steps,
-                       "frames": frames, "long_run": long}, f, indent=1)
+    save()  # again: the rows now carry their speedups
 
 
 if __name__ == "__main__":
