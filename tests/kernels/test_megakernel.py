@@ -208,6 +208,46 @@ def test_watchdog_turns_a_hang_into_an_error_and_a_fallback(device, caplog, rel_
     assert "safe mode" in caplog.text
 
 
+def test_safe_mode_after_a_launch_that_failed_midway(device, rel_error):
+    """The GPU watchdog test on the CPU: one program gets through layer 0 (its residual updates land
+    in x) and times out at the middle instruction, whose wait nothing satisfies. A stale graph's
+    replay (prologue, then the launch, now in safe mode) still makes the network's step: safe mode
+    ignores the corrupted wait, and the prologue rewrites what the failed launch left in x."""
+    if device != "cpu":
+        pytest.skip("the GPU version is test_megakernel_gpu.py::test_watchdog_turns_an_unsatisfiable_wait_into_an_error")
+    from morphcam.kernels.megakernel.buffers import epilogue, prologue
+    from morphcam.kernels.megakernel.program import TARGET0
+
+    cfg = small_config()
+    dit = random_dit(cfg, device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="triton", n_programs=1, max_spin=50)
+    latent = cfg.latent_size(cfg.width, cfg.height)
+    cache = KVRingCache(cfg, latent, device, torch.float32)
+    cache.begin_chunk()
+    gen = torch.Generator().manual_seed(0)
+    t = cfg.frames_per_step
+    args = (torch.randn(1, t, cfg.latent_channels, *latent, generator=gen),
+            torch.randn(1, t, cfg.latent_channels, *latent, generator=gen),
+            torch.rand(1, t, generator=gen), torch.rand(1, t, generator=gen),
+            torch.randn(1, cfg.text_dim, generator=gen), torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=gen))
+    program, bufs, counters = ex.plan(cache.tokens_per_frame)
+    middle = len(program.instructions) // 2
+    assert program.stage[middle] > stage_of_layer(program, 0)  # layer 0 runs before the failure
+    program.instructions[middle, TARGET0] = 1 << 30
+    with torch.inference_mode(), dispatch.force("torch"):
+        ex.denoise(*args, StreamContext([cache]))
+        with pytest.raises(MegakernelError, match=f"instruction #{middle} "):
+            ex.check()
+        failed_x = bufs.x.clone()
+        ref = dit(*args, StreamContext([cache]))
+        prologue(dit, bufs, *args)
+        assert rel_error(failed_x, bufs.x) > 0.1  # the failed launch had moved the residual stream on
+        ex.execute(program, bufs, counters)
+        ex.check()
+        out = epilogue(dit, bufs, 1, *args[0].shape[-2:])
+    assert rel_error(out, ref) < 1e-5
+
+
 def test_support_reports_why_it_cannot_run(monkeypatch):
     assert "bfloat16" not in str(support("cpu", torch.float32))
     monkeypatch.setenv("TRITON_INTERPRET", "0")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from morphcam.kernels import dispatch
-from morphcam.kernels.megakernel.buffers import epilogue
+from morphcam.kernels.megakernel.buffers import epilogue, prologue
 from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
 from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor
 from morphcam.kernels.megakernel.program import TARGET0
@@ -123,10 +123,13 @@ def test_watchdog_turns_an_unsatisfiable_wait_into_an_error(rel_error):
     assert time.perf_counter() - t0 < 30
     assert not ex.runs(args[0], StreamContext([cache]))  # the next step uses the network
     # A captured graph would still launch the kernel: with the flag set it runs in safe mode (one
-    # program, every tile in order), which makes the step the network makes.
+    # program, every tile in order), which makes the step the network makes. The graph replays the
+    # whole step, prologue included: the failed launch left its residual stream (x, updated in place
+    # through layer ~5) in the buffers, and only the prologue resets it.
     with torch.inference_mode():
         ref = dit(*args, StreamContext([cache]))
         _, bufs, counters = ex.plan(cache.tokens_per_frame)
+        prologue(dit, bufs, *args)
         ex.execute(program, bufs, counters)
         ex.check()
         out = epilogue(dit, bufs, 1, *args[0].shape[-2:])
