@@ -55,6 +55,9 @@ def test_program_covers_every_tile_once_in_stage_order():
         stages = prog.stage[q[:n].long()]
         assert (stages[1:] >= stages[:-1]).all()
     assert torch.bincount(prog.stage, minlength=len(prog.stage_names)).tolist() == prog.stage_tiles
+    # The table itself is in stage order, whatever the number of programs: the interpreter and the
+    # kernel's safe mode walk it row by row with no waits.
+    assert (prog.stage[1:] >= prog.stage[:-1]).all()
     counter_stage = torch.tensor(prog.counter_stage)
     signals = torch.bincount(table[:, SIGNAL], minlength=prog.n_counters)
     assert (counter_stage[table[:, SIGNAL].long()] == prog.stage).all()  # a tile signals its own stage
@@ -175,12 +178,13 @@ def test_diff_command_line(capsys):
 
 
 def test_watchdog_turns_a_hang_into_an_error_and_a_fallback(device, caplog, rel_error):
-    """Two programs under the interpreter run one after the other, so program 0 waits forever for
-    program 1's tiles: the bounded spin must report it, and the next step must use the network."""
+    """Six programs under the interpreter run one after the other, so program 0 waits forever for
+    program 1's tiles: the bounded spin must report it, and the next step must use the network.
+    Safe mode then walks the six programs' table with program 0 alone."""
     if device != "cpu":
         pytest.skip("the deliberate deadlock needs the sequential interpreter")
     dit = random_dit(small_config(), device, torch.float32)
-    ex = MegakernelExecutor(dit, backend="triton", n_programs=2, max_spin=50)
+    ex = MegakernelExecutor(dit, backend="triton", n_programs=6, max_spin=50)
     _, out, _, cache = next(_stream(dit, ex, 1, device))
     with pytest.raises(MegakernelError, match="timed out waiting before instruction"):
         ex.check()
