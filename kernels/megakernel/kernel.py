@@ -8,9 +8,11 @@ the release; one after the wait spreads the acquire to every thread. If a wait s
 ``error`` ([code, instruction, program, launches]) and skips the rest of its queue, so a hang ends
 as an error the host sees (``MegakernelExecutor`` then falls back) instead of a frozen stream. The
 flag stays set afterwards, and a launch that finds it set runs in *safe mode*: program 0 alone
-walks the whole table in order (a valid topological order, so no waits), the others return. A
-CUDA graph captured with the kernel inside thus keeps making correct frames, on one SM, until it
-is recaptured on the network.
+walks the whole table in order (listed stage by stage whatever the number of programs, a valid
+topological order, so no waits), the others return. A CUDA graph captured with the kernel inside
+thus keeps making correct frames, on one SM, until it is recaptured on the network. Safe mode
+needs the step's prologue first, as a replay runs it: the tiles add to the residual stream ``x``
+in place, so a failed launch leaves it part-way through the layers.
 
 The grid never exceeds the SM count, so every program is resident and the waits can progress.
 Under ``TRITON_INTERPRET=1`` (CPU tests) it runs with a single program.
