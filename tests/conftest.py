@@ -10,6 +10,18 @@ from helpers.daemons import make_config
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_configure(config):
+    """Without a GPU, Triton kernels run under Triton's interpreter. Triton reads the variable when
+    a ``@triton.jit`` function is defined, i.e. when its module is first imported, and any test
+    folder (bench, daemon, kernels) may import a kernel module first: so set it before collection."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
 def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:

@@ -14,7 +14,7 @@ from benchlib import SplitCaches, count_flops, plain_forward, step_bytes  # noqa
 
 from morphcam.model.config import ModelConfig  # noqa: E402
 from morphcam.model.generator import StreamGenerator  # noqa: E402
-from morphcam.model.network import RestyleModel  # noqa: E402
+from helpers.models import randomized  # noqa: E402
 from morphcam.model.text import TextEncoder  # noqa: E402
 
 
@@ -24,12 +24,7 @@ def gen():
         ModelConfig.from_name("tiny"), name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8),
         latent_channels=4, dim=32, n_layers=2, n_heads=2, ffn_dim=64, window_frames=2, width=32, height=32,
     )
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    return StreamGenerator(model.eval().requires_grad_(False), TextEncoder(cfg.text_tokens))
+    return StreamGenerator(randomized(cfg).requires_grad_(False), TextEncoder(cfg.text_tokens))
 
 
 @pytest.mark.parametrize("split", [False, True])

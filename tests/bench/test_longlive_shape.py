@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from longlive_shape import Chunk, longlive_config  # noqa: E402
 
 from morphcam.model.generator import StreamGenerator  # noqa: E402
-from morphcam.model.network import RestyleModel  # noqa: E402
+from helpers.models import randomized  # noqa: E402
 from morphcam.model.text import TextEncoder  # noqa: E402
 
 
@@ -23,12 +23,7 @@ def gen():
                           dim=32, n_layers=2, n_heads=2, ffn_dim=64, width=32, height=32, frame_positions=16)
     assert (cfg.frames_per_step, cfg.sink_frames, cfg.cache_frames, cfg.text_tokens) == (3, 3, 12, 512)
     assert len(cfg.sigmas) == 4 and cfg.cache_refresh
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    return StreamGenerator(model.eval().requires_grad_(False), TextEncoder(cfg.text_tokens))
+    return StreamGenerator(randomized(cfg).requires_grad_(False), TextEncoder(cfg.text_tokens))
 
 
 def test_five_forwards_per_chunk_and_the_refresh_pass_fills_the_cache(gen):

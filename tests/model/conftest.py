@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from morphcam.model.config import ModelConfig
-from morphcam.model.network import RestyleModel
 from morphcam.model.text import TextEncoder
+
+from helpers.models import randomized  # noqa: F401  (the model tests import it from here)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,11 +41,3 @@ def small_config(**overrides) -> ModelConfig:
     return dataclasses.replace(ModelConfig.from_name("tiny"), **base)
 
 
-def randomized(config: ModelConfig, seed: int = 0) -> RestyleModel:
-    """A model whose gates and output layer are not zero, so every path affects the output."""
-    torch.manual_seed(seed)
-    model = RestyleModel(config)
-    with torch.no_grad():
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    return model.eval()
