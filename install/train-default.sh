@@ -17,7 +17,7 @@ dn_s=${3:-720}
 morphcam=${MORPHCAM:-morphcam}
 mkdir -p "$out"
 
-common=(--device cuda --preset tiny --size 256x144 --frames 8 --log-interval 50 --quiet)
+common=(--device cuda --preset tiny --ae-skip --size 256x144 --frames 8 --log-interval 50 --quiet)
 ae_flags=(--batch 32 --lr 1e-3 --ema 0.995 --pool 2048 --pool-refresh 8)
 dn_flags=(--batch 32 --lr 5e-4 --ema 0.999 --pool 2048 --pool-refresh 8 --sampler-prob 0.5 --history-prob 0.5)
 

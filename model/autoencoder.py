@@ -7,6 +7,7 @@ resolution, where its first layers dominate the cost.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -39,11 +40,29 @@ class FrameAutoencoder(nn.Module):
             c_in = c
         dec.append(nn.Conv2d(c_in, 3, 3, padding=1))
         self.decoder = nn.Sequential(*dec)
+        # Linear paths around the convolutions (``ae_skip``): the frame's cell averages into the
+        # latent and a bilinear upsampling of a latent projection out of it. They carry the low
+        # frequencies from the first step, so the convolutions only learn the detail; without them
+        # the small network sits below a plain 8x average-and-upsample for thousands of steps.
+        self.skip_in = nn.Conv2d(3, config.latent_channels, 1) if config.ae_skip else None
+        self.skip_out = nn.Conv2d(config.latent_channels, 3, 1) if config.ae_skip else None
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """frames: (B, 3, H, W) in [-1, 1] -> latents (B, C, H/8, W/8)."""
-        return self.encoder(frames)
+        z = self.encoder(frames)
+        if self.skip_in is not None:
+            z = z + self.skip_in(F.avg_pool2d(frames, self.config.latent_stride))
+        return z
+
+    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents: (B, C, h, w) -> frames (B, 3, 8h, 8w), not clamped (training takes gradients
+        through saturated pixels)."""
+        out = self.decoder(latents)
+        if self.skip_out is not None:
+            out = out + F.interpolate(self.skip_out(latents), scale_factor=self.config.latent_stride,
+                                      mode="bilinear", align_corners=False)
+        return out
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents: (B, C, h, w) -> frames (B, 3, 8h, 8w), clamped to [-1, 1]."""
-        return self.decoder(latents).clamp(-1.0, 1.0)
+        return self.reconstruct(latents).clamp(-1.0, 1.0)

@@ -21,6 +21,9 @@ class ModelConfig:
     ae_channels: tuple[int, ...] = (32, 64, 96)
     ae_decoder_channels: tuple[int, ...] = (64, 32, 16)  # the decoder is kept narrower: it runs every frame
     latent_channels: int = 8
+    # Linear skip paths around the autoencoder (cell averages in, a bilinear upsampling out):
+    # the low frequencies from the first step. Off in checkpoints written before the option.
+    ae_skip: bool = False
     # Denoiser (DiT).
     dim: int = 256
     n_layers: int = 10
@@ -160,6 +163,8 @@ class ModelConfig:
         raw = dataclasses.asdict(self)
         if not raw["attn_head_dim"]:  # unpruned models stay readable by releases without the field
             del raw["attn_head_dim"]
+        if not raw["ae_skip"]:  # likewise autoencoders without skip paths
+            del raw["ae_skip"]
         return json.dumps(raw, sort_keys=True)
 
     @classmethod

@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clips kept on the device and reused (0 = fresh clips every step; e.g. 2048 on a GPU)")
     parser.add_argument("--pool-refresh", type=int, default=d.pool_refresh,
                         help=f"pooled clips replaced by new ones per step (default {d.pool_refresh})")
+    parser.add_argument("--ae-skip", action="store_true",
+                        help="autoencoder with linear skip paths (the preset's model otherwise); pass it to both "
+                             "the autoencoder and the denoiser stage")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -92,7 +95,9 @@ def _model_config(args: argparse.Namespace):
     from ..config import ModelConfig
 
     if args.stage not in ("shortcut", "prune"):
-        return ModelConfig.from_name(args.preset)
+        return ModelConfig.from_name(args.preset, **({"ae_skip": True} if args.ae_skip else {}))
+    if args.ae_skip:
+        raise ValueError(f"--ae-skip shapes a new model; the {args.stage} stage takes its model from --init")
     if not args.init:
         raise ValueError(f"the {args.stage} stage starts from a trained denoiser: pass --init RUN_FOLDER_OR_CHECKPOINT")
     from .state import init_model_config

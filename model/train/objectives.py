@@ -41,7 +41,7 @@ class AutoencoderObjective(nn.Module):
         cfg, ae = self.config, self.model.autoencoder
         frames = torch.cat((inputs, targets), dim=1).flatten(0, 1)
         z = ae.encode(frames)
-        recon = ae.decoder(z).float()  # unclamped, so saturated pixels still get gradients
+        recon = ae.reconstruct(z).float()  # unclamped, so saturated pixels still get gradients
         frames = frames.float()
         l1 = (recon - frames).abs().mean()
         l2 = (recon - frames).square().mean()

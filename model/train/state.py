@@ -115,5 +115,5 @@ def _check_same(found: ModelConfig, wanted: ModelConfig, source: str | Path) -> 
         if diff:
             raise ValueError(
                 f"--init {source} holds a {found.name!r} model that differs from the {wanted.name!r} being trained "
-                f"in {diff}: pass the same --preset it was trained with"
+                f"in {diff}: pass the same --preset (and --ae-skip, if it had one) it was trained with"
             )
