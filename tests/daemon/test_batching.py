@@ -2,12 +2,11 @@
 only when they are due within ``batch_wait_ms``; otherwise it starts at once."""
 from __future__ import annotations
 
-import queue
 import statistics
 import threading
 import time
 
-from helpers.daemons import DelayPipeline, frames, make_config
+from helpers.daemons import DelayPipeline, frames, make_config, open_fed_streams
 from morphcam.daemon.client import DaemonClient, LiveStream, StreamSettings
 from morphcam.daemon.server import DaemonThread
 from morphcam.protos.v1 import morphcam_pb2 as pb
@@ -40,16 +39,7 @@ def test_staggered_streams_do_not_wait_for_frames_not_yet_due(tmp_path):
     pipeline = DelayPipeline()
     image = frames(1)[0].tobytes()
     with _daemon(tmp_path, 30.0, pipeline) as daemon, DaemonClient(daemon.address) as client:
-        feeds = [queue.Queue(), queue.Queue()]
-
-        def requests(q):
-            yield pb.StreamRequest(open=pb.SessionSettings(width=64, height=48))
-            while (item := q.get()) is not None:
-                yield item
-
-        calls = [client.open_stream(requests(q)) for q in feeds]
-        for call in calls:
-            assert next(call).WhichOneof("kind") == "opened"
+        feeds, calls = open_fed_streams(client, 2)
         replies: list[list] = [[], []]
 
         def read(k):

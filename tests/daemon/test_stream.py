@@ -206,25 +206,14 @@ def test_failing_pipeline_ends_the_call_and_the_client_retries(start_daemon):
 
 @pytest.mark.parametrize("wait_ms,expected", [(150.0, [2]), (0.0, [1, 1])])
 def test_a_step_waits_briefly_for_other_streams(tmp_path, wait_ms, expected):
-    import queue
-
-    from helpers.daemons import make_config
+    from helpers.daemons import make_config, open_fed_streams
     from morphcam.daemon.server import DaemonThread
 
     pipeline = DelayPipeline()
     config = make_config(tmp_path).replace("model", batch_wait_ms=wait_ms)
     image = frames(1)[0].tobytes()
     with DaemonThread(config, pipeline, environ={}) as daemon, DaemonClient(daemon.address) as client:
-        feeds = [queue.Queue(), queue.Queue()]
-
-        def requests(q):
-            yield pb.StreamRequest(open=pb.SessionSettings(width=64, height=48))
-            while (item := q.get()) is not None:
-                yield item
-
-        calls = [client.open_stream(requests(q)) for q in feeds]
-        for call in calls:
-            assert next(call).WhichOneof("kind") == "opened"
+        feeds, calls = open_fed_streams(client, 2)
         for seq in range(2):
             if seq == 1:
                 pipeline.batches.clear()

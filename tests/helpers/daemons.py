@@ -64,6 +64,26 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
+def open_fed_streams(client, n: int, width: int = 64, height: int = 48) -> tuple[list, list]:
+    """``n`` open Stream calls, each fed from its own queue (put requests; put None to end it).
+    Returns (feeds, calls); every call has already answered ``opened``."""
+    import queue
+
+    from morphcam.protos.v1 import morphcam_pb2 as pb
+
+    feeds = [queue.Queue() for _ in range(n)]
+
+    def requests(q):
+        yield pb.StreamRequest(open=pb.SessionSettings(width=width, height=height))
+        while (item := q.get()) is not None:
+            yield item
+
+    calls = [client.open_stream(requests(q)) for q in feeds]
+    for call in calls:
+        assert next(call).WhichOneof("kind") == "opened"
+    return feeds, calls
+
+
 def frames(n: int, width: int = 64, height: int = 48, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)]
