@@ -116,6 +116,7 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, warmup, total, floor)
         )
         self.step = 0
+        self._data_seconds = 0.0  # host seconds spent drawing batches since the last log line
 
         self.source = source if source is not None else make_train_source(cfg, env.rank, dev)
         self.eval_data: list[Any] = []
@@ -221,7 +222,12 @@ class Trainer:
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on the next batch; returns the loss and diagnostics (detached, on the device)."""
-        loss, stats = self._loss(self.objective, self.source.sample(self.config.batch_size), self.step, self.env.rank)
+        t0 = time.perf_counter()
+        batch = self.source.sample(self.config.batch_size)
+        # Host time: on a GPU the work is queued, so this is what the host spends making the batch,
+        # the figure that matters when the host (Python, launches), not the GPU, sets the pace.
+        self._data_seconds += time.perf_counter() - t0
+        loss, stats = self._loss(self.objective, batch, self.step, self.env.rank)
         loss.backward()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip, foreach=True)
@@ -262,6 +268,7 @@ class Trainer:
         (self.model.dit if cfg.stage == "autoencoder" else self.model.autoencoder).eval()
         loss_sum, stats_sum = torch.zeros((), device=self.device), 0.0
         n, t0, mean = 0, time.perf_counter(), float("nan")
+        self._data_seconds = 0.0
         started = time.perf_counter()
         while self.step < last:
             loss, stats = self.train_step()
@@ -274,7 +281,7 @@ class Trainer:
                 frames = cfg.batch_size * cfg.frames * env.world_size / dt
                 lr = self.scheduler.get_last_lr()[0]
                 record = {"event": "train", "step": self.step, "loss": mean, "lr": lr, "s_per_step": dt,
-                          "frames_per_s": frames}
+                          "data_s_per_step": self._data_seconds / n, "frames_per_s": frames}
                 diag = [round(v / n, 5) for v in stats_sum.tolist()]
                 if cfg.stage == "autoencoder":
                     record.update(zip(("l1", "l2", "grad", "latent_rms"), diag))
@@ -295,7 +302,7 @@ class Trainer:
                     )
                 loss_sum.zero_()
                 stats_sum = 0.0
-                n, t0 = 0, time.perf_counter()
+                n, t0, self._data_seconds = 0, time.perf_counter(), 0.0
             if env.is_main and self.eval_data and self.step % cfg.eval_interval == 0:
                 self._log({"event": "eval", "step": self.step, "eval_loss": self.evaluate()})
             if self.step % cfg.ckpt_interval == 0 and self.step < last:

@@ -39,6 +39,7 @@ def test_resume_continues_exactly(tmp_path, text_encoder):
     logs = [json.loads(line) for line in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs if r["event"] == "train"] == [2, 4]
     assert {"loss", "lr", "s_per_step", "frames_per_s"} <= set(logs[0]) and len(logs[0]["frame_mse"]) == 3
+    assert all(0 < r["data_s_per_step"] < r["s_per_step"] for r in logs if r["event"] == "train")
 
 
 def test_existing_run_needs_resume_and_same_settings(tmp_path, text_encoder):
