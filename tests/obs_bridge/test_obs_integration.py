@@ -162,8 +162,9 @@ def test_obs_killed_and_restarted_bridge_reconnects(bridge, obs, daemon_client):
         assert wait_for(lambda: session_prompt(daemon_client) == "green pastel", 5), session_prompt(daemon_client)
         client.send("TriggerHotkeyByName", {"hotkeyName": "morphcam.style_3"})
         assert wait_for(lambda: session_prompt(daemon_client) == STYLES[2], 5), session_prompt(daemon_client)
-        # The bridge recreated its Media Source and restarted OBS's output by itself.
-        assert client.send("GetRecordStatus", raw=True)["outputActive"]
+        # The bridge recreated its Media Source and restarted OBS's output by itself (asynchronously:
+        # the restart may still be under way when the prompts have already gone through).
+        assert wait_for(lambda: client.send("GetRecordStatus", raw=True)["outputActive"], 10)
         styled = bridge.relay.styled
         assert wait_for(lambda: bridge.relay.styled > styled + 10, 20), bridge.status()
     finally:
