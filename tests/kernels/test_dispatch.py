@@ -6,11 +6,11 @@ import dataclasses
 import pytest
 import torch
 
+from helpers.models import randomized
 from morphcam.kernels import dispatch
 from morphcam.model import ops
 from morphcam.model.config import ModelConfig
 from morphcam.model.generator import StreamGenerator
-from morphcam.model.network import RestyleModel
 from morphcam.model.text import TextEncoder
 
 
@@ -70,12 +70,7 @@ def _model(device):
         latent_channels=4, dim=32, n_layers=2, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2,
         width=32, height=32,
     )
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():  # non-zero gates and output layer, so every kernel affects the output
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    return model.eval().to(device)
+    return randomized(cfg).to(device)  # non-zero gates and output layer: every path affects the output
 
 
 def test_stream_on_triton_equals_torch(text_encoder, device):

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from helpers.models import randomized
 from morphcam.kernels import dispatch
 from morphcam.model.config import ModelConfig
 from morphcam.model.generator import StreamGenerator
@@ -53,12 +54,7 @@ def test_cuda_graph_replay_equals_eager(backend):
     from morphcam.model.cuda_graph import CudaGraphRunner
 
     cfg = dataclasses.replace(ModelConfig.from_name("tiny"), n_layers=2, window_frames=2)
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    model = model.eval().to("cuda", torch.bfloat16)
+    model = randomized(cfg).to("cuda", torch.bfloat16)
     gen = StreamGenerator(model, TextEncoder(cfg.text_tokens, torch.device("cuda"), torch.bfloat16))
     eager, graphed = (gen.open_session(256, 144, "pencil sketch", seed=5) for _ in range(2))
     runner = CudaGraphRunner(gen, [graphed], 256, 144)
@@ -132,12 +128,7 @@ def test_lane_graphs_replay_any_sessions(backend):
     from morphcam.model.cuda_graph import LaneGraphs
 
     cfg = dataclasses.replace(ModelConfig.from_name("tiny"), n_layers=2, window_frames=2)
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    model = model.eval().to("cuda", torch.bfloat16)
+    model = randomized(cfg).to("cuda", torch.bfloat16)
     gen = StreamGenerator(model, TextEncoder(cfg.text_tokens, torch.device("cuda"), torch.bfloat16))
     pool = LanePool(cfg, cfg.latent_size(256, 144), 4, "cuda", torch.bfloat16)
     lanes = [pool.acquire() for _ in range(4)]

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.models import randomized
 from morphcam.kernels import dispatch
 from morphcam.kernels.lane_ring_attention import lane_ring_attention, lane_ring_attention_ref
 from morphcam.kernels.ring import LaneRingView
 from morphcam.model.cache_batch import LaneCaches, LanePool
 from morphcam.model.config import ModelConfig
 from morphcam.model.generator import StreamGenerator
-from morphcam.model.network import RestyleModel
 from morphcam.model.text import TextEncoder
 
 
@@ -31,12 +31,7 @@ def _config(**kw):
 
 
 def _model(cfg, device="cpu"):
-    torch.manual_seed(0)
-    model = RestyleModel(cfg)
-    with torch.no_grad():  # non-zero gates and output layer, so every path affects the output
-        for p in model.dit.parameters():
-            p.normal_(0.0, 0.2 if p.dim() > 1 else 0.1)
-    return model.eval().to(device)
+    return randomized(cfg).to(device)  # non-zero gates and output layer: every path affects the output
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 3e-3)])
