@@ -19,7 +19,9 @@ mkdir -p "$out"
 
 common=(--device cuda --preset tiny --ae-skip --size 256x144 --frames 8 --log-interval 50 --quiet)
 ae_flags=(--batch 32 --lr 1e-3 --ema 0.995 --pool 2048 --pool-refresh 8)
-dn_flags=(--batch 32 --lr 5e-4 --ema 0.999 --pool 2048 --pool-refresh 8 --sampler-prob 0.5 --history-prob 0.5)
+# The denoiser's step is bound by kernel launches at 32 clips (~16k ops per forward, the GPU idle
+# most of the step), so a larger batch costs little more time per step: 96 clips.
+dn_flags=(--batch 96 --lr 7e-4 --ema 0.999 --pool 2048 --pool-refresh 12 --sampler-prob 0.5 --history-prob 0.5)
 
 # Seconds per step of a stage: the last logged interval of a short run (after its pool filled).
 seconds_per_step() {
