@@ -260,8 +260,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def load_input(source: str, size: tuple[int, int], limit: int, fps: float) -> tuple[Tensor, float]:
     """Up to ``limit`` frames of ``source`` at ``size`` as uint8 (T, 3, H, W), and their rate.
     uint8 keeps a 2000-frame run in memory at a quarter of float32's size."""
-    from morphcam.daemon.video import MediaError, probe, read_frames
-
     w, h = size
     if source == FACECAM:
         from morphcam.daemon.sample import facecam_frame
@@ -269,6 +267,9 @@ def load_input(source: str, size: tuple[int, int], limit: int, fps: float) -> tu
         # The scene moves with periods of 1.3 to 2 s: ten seconds of it loop without a visible seam.
         rgb = [facecam_frame(i / fps, w, h) for i in range(min(limit, int(10 * fps)))]
     else:
+        # Only files need PyAV: the built-in scene runs where it is not installed.
+        from morphcam.daemon.video import MediaError, probe, read_frames
+
         if not Path(source).exists():
             raise UsageError(f"input {source} does not exist: pass a video file, an image folder, or {FACECAM}")
         try:
