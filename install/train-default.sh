@@ -12,8 +12,8 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 out=${1:?usage: install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]}
-ae_s=${2:-240}
-dn_s=${3:-720}
+ae_s=${2:-330}
+dn_s=${3:-630}
 morphcam=${MORPHCAM:-morphcam}
 mkdir -p "$out"
 
