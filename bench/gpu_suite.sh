@@ -27,7 +27,7 @@ step daemon_step 45 python bench/daemon_step.py --preset tiny --size 512x288 --b
     --out "$out/daemon_step.json"
 step load_1 40 python bench/load.py --sessions 1 --seconds 12 --warmup 2 --pipeline generator --device cuda \
     --json "$out/load_1.json"
-step load_8 50 python bench/load.py --sessions 8 --seconds 12 --warmup 3 --pipeline generator --device cuda --port 50152 \
+step load_8 50 python bench/load.py --sessions 8 --client-procs 4 --seconds 12 --warmup 3 --pipeline generator --device cuda --port 50152 \
     --json "$out/load_8.json"
 step longlive 100 python bench/longlive_shape.py --chunks 6 --out "$out/longlive.json"
 step kernels 140 python bench/kernels.py --cases small:512x288,tiny:512x288 --frames 100 --warmup 10 --no-micro \

@@ -1,7 +1,8 @@
 """Load benchmark: N concurrent live sessions x F fps of WxH frames through the daemon.
 
 Starts `morphcam serve` in its own process (unless --address is given), opens N LiveStreams
-from this process, each paced at --fps with a fresh capture timestamp per frame, and reports
+from this process (or spread over --client-procs processes, so one client interpreter does not
+set the pace of eight streams), each paced at --fps with a fresh capture timestamp per frame, and reports
 per session: frames sent and received, output fps, client-side latency (capture timestamp to
 output received: gRPC both ways plus the daemon) p50/p99, the daemon's own total p50/p99, and
 frames dropped (by the client's newest-frame slot and by the daemon). The first --warmup
@@ -10,11 +11,14 @@ reported on its own.
 
     python bench/load.py --sessions 8 --seconds 60 --pipeline passthrough
     python bench/load.py --sessions 8 --seconds 60 --pipeline generator --preset tiny --device cuda
+    python bench/load.py --sessions 8 --client-procs 4 --seconds 60 --pipeline generator --device cuda
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -130,20 +134,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default="passthrough", choices=("generator", "passthrough"))
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="auto")
+    p.add_argument("--client-procs", type=int, default=1,
+                   help="client processes the sessions are spread over (1: all in this process)")
     p.add_argument("--json", help="also write the results here")
     return p
 
 
-def run_sessions(args: argparse.Namespace, address: str) -> list[dict]:
-    """N paced sessions for args.seconds against ``address``; one report row per session."""
-    size = tuple(int(v) for v in args.size.split("x"))
-    sessions = [PacedSession(address, i, size, args.fps, args.seconds, args.format, args.warmup)
-                for i in range(args.sessions)]
+def _run_share(address: str, indices: list[int], size: tuple[int, int], fps: float, seconds: float, fmt: str,
+               warmup: float) -> list[dict]:
+    """Sessions ``indices`` as threads of one process; their report rows."""
+    sessions = [PacedSession(address, i, size, fps, seconds, fmt, warmup) for i in indices]
     for s in sessions:
         s.start()
     for s in sessions:
-        s.join(args.seconds + 30)
+        s.join(seconds + 30)
     return [s.report() for s in sessions]
+
+
+def run_sessions(args: argparse.Namespace, address: str) -> list[dict]:
+    """N paced sessions for args.seconds against ``address``; one report row per session, in
+    session order. With ``args.client_procs`` > 1 the sessions are dealt round-robin to that many
+    spawned processes (gRPC does not survive a fork), each running its share as threads."""
+    size = tuple(int(v) for v in args.size.split("x"))
+    procs = max(1, min(getattr(args, "client_procs", 1), args.sessions))
+    shares = [list(range(args.sessions))[k::procs] for k in range(procs)]
+    params = (size, args.fps, args.seconds, args.format, args.warmup)
+    if procs == 1:
+        return _run_share(address, shares[0], *params)
+    with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_share, address, share, *params) for share in shares]
+        rows = [row for f in futures for row in f.result(timeout=args.seconds + 120)]
+    return sorted(rows, key=lambda r: int(r["session"].rsplit("-", 1)[1]))
 
 
 def main() -> int:
@@ -167,7 +188,7 @@ def main() -> int:
 
 def print_table(args: argparse.Namespace, status, rows: list[dict]) -> None:
     print(f"# {args.sessions} sessions x {args.fps:g} fps x {args.size} {args.format} for {args.seconds:g} s over "
-          f"{args.transport}; pipeline {status.pipeline} on {status.device}; {platform.node() or 'host'}")
+          f"{args.transport} from {args.client_procs} client process(es); pipeline {status.pipeline} on {status.device}; {platform.node() or 'host'}")
     print("| session | sent | received | fps out | latency p50 / p99 ms | daemon p50 / p99 ms | model step p50 ms "
           "| mean batch | dropped client / daemon |")
     print("|---|---|---|---|---|---|---|---|---|")
