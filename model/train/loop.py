@@ -275,8 +275,9 @@ class Trainer:
         if not isinstance(self.source, ClipPool):
             return
         held = self.source.memory()
-        self._log({"event": "pool", "step": self.step, "clips": self.source.size, "latents": self.source.encoder is not None,
-                   "frame_bytes": held["frames"], "latent_bytes": held["latents"]})
+        self._log({"event": "pool", "step": self.step, "clips": self.source.size,
+                   "latents": self.source.encoder is not None, "frame_bytes": held["frames"],
+                   "latent_bytes": held["latents"]})
         if self.env.is_main and not self.config.quiet:
             log.info("clip pool: %d clips, %.1f MiB of frames, %.1f MiB of latents", self.source.size,
                      held["frames"] / 2**20, held["latents"] / 2**20)

@@ -38,7 +38,11 @@ def _config(tmp_path, stage="denoiser", **overrides):
 def _encoded_frames(trainer: Trainer) -> list[int]:
     """A one-element list counting the frames that go through the trainer's encoder."""
     seen = [0]
-    trainer.model.autoencoder.encoder.register_forward_hook(lambda m, args, out: seen.__setitem__(0, seen[0] + args[0].shape[0]))
+
+    def count(module, args, out) -> None:
+        seen[0] += args[0].shape[0]
+
+    trainer.model.autoencoder.encoder.register_forward_hook(count)
     return seen
 
 
@@ -111,5 +115,6 @@ def test_pool_latents_settings_that_cannot_work_are_named(tmp_path, text_encoder
     assert morphcam(["train", "autoencoder", "--pool", "8", "--pool-latents", "--device", "cpu", "--quiet",
                      "--out", str(tmp_path / "o")]) == 2
     assert "frozen autoencoder" in capsys.readouterr().err
-    assert morphcam(["train", "denoiser", "--pool-latents", "--device", "cpu", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert morphcam(["train", "denoiser", "--pool-latents", "--device", "cpu", "--quiet",
+                     "--out", str(tmp_path / "o")]) == 2
     assert "--pool" in capsys.readouterr().err
