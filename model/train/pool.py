@@ -160,7 +160,7 @@ class ClipPool:
             return self._prompts[slot]
         return reword(style, float(torch.rand(1, generator=self.generator)))
 
-    def sample(self, batch_size: int) -> ClipBatch:
+    def sample(self, batch_size: int) -> ClipBatch | LatentClipBatch:
         """``batch_size`` clips drawn at random from the pool (without replacement when it can);
         then ``refresh`` more clips are due for replacement, and each time a whole ``chunk`` is
         due, that many random slots get new clips. Returns a ClipBatch in [-1, 1], or with an
