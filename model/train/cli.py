@@ -12,6 +12,10 @@ model's sizes come from ``--init``, not ``--preset``; prune runs in one process)
     morphcam train shortcut --init runs/tiny-dn --sigmas 1.0 --out runs/tiny-sc --resume
     morphcam train prune --init runs/tiny-sc --heads 3 --ffn-dim 512 --out runs/tiny-pr --resume
 
+With ``--pool N`` the clips come from a pool on the device, ``--pool-refresh`` new ones per step;
+the stages after the autoencoder may add ``--pool-latents`` so the pool keeps each clip's
+latents, encoded once, and the steps skip the frozen encoder.
+
 On several GPUs of one host, run the same command under torchrun
 (``torchrun --standalone --nproc_per_node 8 -m morphcam.model.train.cli denoiser ...``);
 ``--batch`` is per GPU and only rank 0 writes the log and the checkpoints.
@@ -84,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clips kept on the device and reused (0 = fresh clips every step; e.g. 2048 on a GPU)")
     parser.add_argument("--pool-refresh", type=int, default=d.pool_refresh,
                         help=f"pooled clips replaced by new ones per step (default {d.pool_refresh})")
+    parser.add_argument("--pool-latents", action="store_true",
+                        help="denoiser, shortcut and prune: the pool keeps each clip's latents, encoded once as it "
+                             "comes in, not its frames, so steps skip the frozen encoder (needs --pool)")
     parser.add_argument("--ae-skip", action="store_true",
                         help="autoencoder with linear skip paths (the preset's model otherwise); pass it to both "
                              "the autoencoder and the denoiser stage")
@@ -149,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         sampler_prob=args.sampler_prob,
         pool_size=args.pool,
         pool_refresh=args.pool_refresh,
+        pool_latents=args.pool_latents,
         quiet=args.quiet,
     )
 

@@ -18,8 +18,11 @@ STAGES = ("autoencoder", "denoiser", "shortcut", "prune")
 PRECISIONS = ("auto", "fp32", "bf16")
 NOISE_SAMPLINGS = ("logit_normal", "uniform")
 LOSS_WEIGHTINGS = ("uniform", "x0", "cosmap")
+# ``pool_latents`` is here too: it changes where the frozen encoder runs, not what a step
+# computes, and a resumed run refills its pool anyway.
 RUN_CONTROL_FIELDS = frozenset(
-    {"steps", "eval_interval", "eval_batches", "ckpt_interval", "log_interval", "out_dir", "resume", "device", "quiet"}
+    {"steps", "eval_interval", "eval_batches", "ckpt_interval", "log_interval", "out_dir", "resume", "device", "quiet",
+     "pool_latents"}
 )
 
 
@@ -172,6 +175,9 @@ class TrainConfig:
     # on a fraction of the clips the model sees. A resumed run refills its pool with new clips.
     pool_size: int = 0
     pool_refresh: int = 4
+    # Stages with a frozen autoencoder: the pool keeps each clip's latents, encoded once as the
+    # clip enters it, instead of its frames, so the steps skip the encoder (pool.py).
+    pool_latents: bool = False
 
     def __post_init__(self) -> None:
         p = []
@@ -224,6 +230,11 @@ class TrainConfig:
             p.append(f"pool_size must be 0 (off) or at least the batch size {self.batch_size}, got {self.pool_size}")
         if self.pool_size and not 0 <= self.pool_refresh <= self.pool_size:
             p.append(f"pool_refresh must be in [0, pool_size], got {self.pool_refresh}")
+        if self.pool_latents and self.stage == "autoencoder":
+            p.append("pool_latents is for the stages with a frozen autoencoder (denoiser, shortcut, prune): "
+                     "the autoencoder stage trains on frames, drop it")
+        elif self.pool_latents and not self.pool_size:
+            p.append("pool_latents keeps latents in the clip pool: give the pool a size (pool_size, --pool)")
         for name in ("l2_weight", "grad_weight", "latent_rms_weight"):
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")

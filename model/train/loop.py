@@ -5,6 +5,10 @@ No step reads a value back from the device except at log and eval intervals, so 
 not held up by host syncs; every random draw of a step is seeded by (seed, rank, step), which
 together with the saved optimizer, scheduler, EMA and data-source states makes ``resume``
 continue exactly where the run stopped.
+
+With ``pool_latents`` the clip pool is handed ``encode_clips`` (the frozen autoencoder under the
+step's autocast) and serves latents, which the step passes on as they are; the log's "pool"
+line gives the bytes the pool holds on the device.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from .config import TrainConfig
 from .distributed import all_gather_objects, destroy_process_group, dist_env, init_process_group, resolve_device
 from .forcing import draw_forcing, step_seed
 from .objectives import AutoencoderObjective, DenoiserObjective
+from .pool import ClipPool, LatentClipBatch
 from .shortcut import ShortcutObjective, draw_shortcut
 from .sources import ClipSource, make_source, make_train_source, restore_source, source_state
 from .state import LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
@@ -119,6 +124,11 @@ class Trainer:
         self._data_seconds = 0.0  # host seconds spent drawing batches since the last log line
 
         self.source = source if source is not None else make_train_source(cfg, env.rank, dev)
+        if cfg.pool_latents:
+            if not isinstance(self.source, ClipPool):
+                raise ValueError("pool_latents keeps latents in the clip pool, but this run's source is not a "
+                                 "ClipPool: pass pool_size (--pool) and no source of your own")
+            self.source.store_latents(self.encode_clips)
         self.eval_data: list[Any] = []
         if env.is_main and cfg.eval_batches:
             es = eval_source if eval_source is not None else make_source(cfg, "eval", 0, dev)
@@ -127,6 +137,14 @@ class Trainer:
         if cfg.stage != "autoencoder":
             self.text = PromptEmbeddings(text_encoder or TextEncoder(cfg.model.text_tokens, cache_size=4096), dev)
         self._resume()
+
+    @torch.no_grad()
+    def encode_clips(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (N, T, 3, H, W) in [-1, 1] -> latents (N, T, C, h, w) of the frozen autoencoder,
+        under the step's autocast and in the encoder's own output dtype (bfloat16 under CUDA
+        autocast): what the step's ``DenoiserObjective.encode`` gives before its float32 cast."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model.autoencoder.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
 
     def _objective(self, model: RestyleModel) -> torch.nn.Module:
         """The stage's objective over ``model`` (pruned models fine-tune with the denoiser's)."""
@@ -200,7 +218,8 @@ class Trainer:
         """The stage's loss on one ClipBatch, with the draws of (step, rank), and its detached
         diagnostics: (4,) [l1, l2, grad, latent_rms] for the autoencoder, (T,) the velocity MSE
         at each clip position for the denoiser (and prune), (4,) flow and consistency MSE sums and
-        frame counts for shortcut."""
+        frame counts for shortcut. A LatentClipBatch goes to the objective as latents."""
+        encoded = isinstance(batch, LatentClipBatch)
         inputs = batch.inputs.to(self.device, non_blocking=True)
         targets = batch.targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -210,14 +229,17 @@ class Trainer:
             host_gen = torch.Generator().manual_seed(step_seed(seed, rank, step, 0))
             dev_gen = torch.Generator(self.device).manual_seed(step_seed(seed, rank, step, 1))
             mc = self.config.model
-            h, w = mc.latent_size(inputs.shape[-1], inputs.shape[-2])
-            shape = (*inputs.shape[:2], mc.latent_channels, h, w)
+            if encoded:
+                shape = tuple(inputs.shape)
+            else:
+                h, w = mc.latent_size(inputs.shape[-1], inputs.shape[-2])
+                shape = (*inputs.shape[:2], mc.latent_channels, h, w)
             draw = draw_forcing(self.config, shape, host_gen, dev_gen, self.device)
             pooled, tokens = self.text(batch.prompts)
             if isinstance(getattr(objective, "module", objective), ShortcutObjective):
                 shortcut = draw_shortcut(self.config, draw, host_gen, dev_gen, self.device)
-                return objective(inputs, targets, pooled, tokens, shortcut)
-            loss, per_frame = objective(inputs, targets, pooled, tokens, draw)
+                return objective(inputs, targets, pooled, tokens, shortcut, encoded=encoded)
+            loss, per_frame = objective(inputs, targets, pooled, tokens, draw, encoded=encoded)
             return loss, per_frame.mean(0)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,6 +269,19 @@ class Trainer:
         losses = [self._loss(objective, b, i, 2**20)[0] for i, b in enumerate(self.eval_data)]
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
+    def _log_pool(self) -> None:
+        """One "pool" log line: the device bytes of the pool's frames and latents (inputs and
+        targets; a latent pool keeps no frames). Nothing without a pool."""
+        if not isinstance(self.source, ClipPool):
+            return
+        held = self.source.memory()
+        self._log({"event": "pool", "step": self.step, "clips": self.source.size,
+                   "latents": self.source.encoder is not None, "frame_bytes": held["frames"],
+                   "latent_bytes": held["latents"]})
+        if self.env.is_main and not self.config.quiet:
+            log.info("clip pool: %d clips, %.1f MiB of frames, %.1f MiB of latents", self.source.size,
+                     held["frames"] / 2**20, held["latents"] / 2**20)
+
     def checksum(self) -> str:
         h = hashlib.sha256()
         for t in self.model.state_dict().values():
@@ -269,9 +304,11 @@ class Trainer:
         loss_sum, stats_sum = torch.zeros((), device=self.device), 0.0
         n, t0, mean = 0, time.perf_counter(), float("nan")
         self._data_seconds = 0.0
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), self.step
         while self.step < last:
             loss, stats = self.train_step()
+            if self.step == started_at + 1:  # the pool filled during this process's first step
+                self._log_pool()
             loss_sum += loss
             stats_sum = stats_sum + stats
             n += 1

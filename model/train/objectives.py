@@ -4,9 +4,11 @@
 L1) plus a term that keeps each latent channel near unit RMS, the scale of the denoiser's noise.
 
 ``DenoiserObjective``: flow matching with diffusion forcing over whole clips. The frozen
-autoencoder encodes inputs (conditioning) and targets (clean latents); one block-causal
-forward of the DiT (``BlockCausalContext``: sink + window visibility, as in streaming)
-predicts every frame's velocity at once; history frames may be degraded first.
+autoencoder encodes inputs (conditioning) and targets (clean latents), unless the batch comes
+as latents already (``encoded``: a clip pool with ``pool_latents`` encoded them once); one
+block-causal forward of the DiT (``BlockCausalContext``: sink + window visibility, as in
+streaming) predicts every frame's velocity at once; history frames may be degraded first.
+Nothing past the encoder reads pixels: history augmentation and self-rollouts work on latents.
 """
 from __future__ import annotations
 
@@ -108,12 +110,13 @@ class DenoiserObjective(nn.Module):
 
     def noisy_clip(
         self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
-        draw: ForcingDraw,
+        draw: ForcingDraw, encoded: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latents of a clip as the denoiser sees them: (cond, x0, x), each (B, T, C, h, w), with
-        ``x`` the (history-degraded) clean latents noised to each frame's ``draw.sigma``."""
+        ``x`` the (history-degraded) clean latents noised to each frame's ``draw.sigma``.
+        ``encoded``: inputs and targets are already float32 latents (B, T, C, h, w), not frames."""
         cfg = self.config
-        cond, x0 = self.encode(inputs), self.encode(targets)
+        cond, x0 = (inputs, targets) if encoded else (self.encode(inputs), self.encode(targets))
         rollout = None
         if draw.needs_rollout:  # only the clips that use it: a rollout costs 1-2 extra forwards
             rows = draw.rollout_rows
@@ -134,12 +137,13 @@ class DenoiserObjective(nn.Module):
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
-        draw: ForcingDraw,
+        draw: ForcingDraw, encoded: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs, targets: (B, T, 3, H, W); pooled: (B, text_dim); tokens: (B, L, text_dim).
+        """inputs, targets: (B, T, 3, H, W), or with ``encoded`` their latents (B, T, C, h, w);
+        pooled: (B, text_dim); tokens: (B, L, text_dim).
 
         Returns (loss, per-frame velocity MSE (B, T), detached, before weighting)."""
-        cond, x0, x = self.noisy_clip(inputs, targets, pooled, tokens, draw)
+        cond, x0, x = self.noisy_clip(inputs, targets, pooled, tokens, draw, encoded)
         target = draw.noise - x0  # the clean latent, not the degraded one: correct the drift
         v = self.predict(x, cond, draw.sigma, draw.step, pooled, tokens).float()
         per_frame = (v - target).square().mean(dim=(2, 3, 4))  # (B, T)

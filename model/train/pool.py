@@ -11,13 +11,23 @@ steps): making clips is bound by kernel launches, so 64 clips cost little more t
 Prompts are worded afresh on every draw when the source can (``SyntheticClips.prompt_for``),
 so a pooled clip is not tied to one paraphrase.
 
+Latents (``TrainConfig.pool_latents``, for the stages that keep the autoencoder frozen): with
+an ``encoder``, each clip's inputs and targets are encoded once, as the clip enters the pool,
+and the pool keeps the latents instead of the frames, so the steps (which draw each clip about
+``batch / refresh`` times) skip the encoder. The clip is quantized to uint8 and back first, so
+its latents are exactly those of the frames the pool would otherwise have served. The frames
+are dropped: on those stages nothing but the encoder reads a training batch's pixels (history
+augmentation and self-rollouts work on latents, the losses are latent velocity MSEs, and eval
+batches come from their own source).
+
 Resume: the pool's state is its random generator and the source's; the clips themselves are
 not saved (gigabytes), so a resumed run refills the pool with new clips from the restored
 source: the same distribution, not the same clips.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -38,15 +48,34 @@ def _dequantize(q: Tensor) -> Tensor:
     return q.float() / 127.5 - 1.0
 
 
+@dataclass
+class LatentClipBatch:
+    """Pooled clips as latents of the frozen autoencoder (a pool with an ``encoder``).
+
+    ``inputs`` (the conditioning) and ``targets`` (the clean latents) are (B, T, C, h, w)
+    float32, what ``DenoiserObjective.encode`` gives for the frames; ``prompts``, ``styles``,
+    ``seeds`` (B,) and ``times`` (B, T) as in ``ClipBatch``."""
+
+    inputs: Tensor
+    targets: Tensor
+    prompts: list[str]
+    styles: list[str]
+    seeds: Tensor
+    times: Tensor
+
+
 class ClipPool:
     """Batches drawn from ``size`` clips on ``device``; ``refresh`` of them replaced per batch.
 
     ``source`` is any clip source (``sample(n) -> ClipBatch``); the pool fills itself on the
     first ``sample`` call. ``refresh`` 0 keeps the first ``size`` clips for the whole run.
+    ``encoder`` (frames (N, T, 3, H, W) in [-1, 1] -> latents (N, T, C, h, w), see
+    ``store_latents``) makes the pool keep latents and serve ``LatentClipBatch`` batches.
     """
 
     def __init__(self, source: ClipSource, size: int, refresh: int, seed: int = 0,
-                 device: torch.device | str = "cpu", chunk: int | None = None) -> None:
+                 device: torch.device | str = "cpu", chunk: int | None = None,
+                 encoder: Callable[[Tensor], Tensor] | None = None) -> None:
         if size < 1 or not 0 <= refresh <= size:
             raise ValueError(f"a clip pool needs size >= 1 and 0 <= refresh <= size, got size {size}, refresh {refresh}")
         self.chunk = min(FILL_CHUNK, size) if chunk is None else chunk
@@ -56,7 +85,9 @@ class ClipPool:
         self._owed = 0  # clips due for replacement, made once a whole chunk is due
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
-        self._inputs: Tensor | None = None  # (N, T, 3, H, W) uint8
+        self.encoder = encoder
+        # (N, T, 3, H, W) uint8 frames; with an encoder (N, T, C, h, w) latents in its output dtype.
+        self._inputs: Tensor | None = None
         self._targets: Tensor | None = None
         self._prompts: list[str] = []
         self._styles: list[str] = []
@@ -67,10 +98,37 @@ class ClipPool:
     def filled(self) -> bool:
         return self._inputs is not None
 
+    def store_latents(self, encoder: Callable[[Tensor], Tensor]) -> None:
+        """Keep latents from now on: ``encoder`` maps frames (N, T, 3, H, W) in [-1, 1] to
+        latents (N, T, C, h, w), in the dtype to store them in (cast to float32 when served).
+        Must come before the first ``sample``, so no pooled clip is left unencoded."""
+        if self.filled:
+            raise ValueError("a clip pool must be given its encoder before it fills: call store_latents first")
+        self.encoder = encoder
+
+    def memory(self) -> dict[str, int]:
+        """Bytes the pooled clips take on the device: {"frames": ..., "latents": ...} (inputs and
+        targets together; 0 for what the pool does not keep, and both 0 before it fills)."""
+        held = 0 if self._inputs is None else self._inputs.nbytes + self._targets.nbytes
+        return {"frames": 0 if self.encoder else held, "latents": held if self.encoder else 0}
+
+    def _stored(self, frames: Tensor) -> Tensor:
+        """What the pool keeps of (n, T, 3, H, W) frames in [-1, 1]: uint8, or the latents of
+        the uint8-rounded frames (exactly the frames a frame pool would serve)."""
+        q = _quantize(frames.to(self.device))
+        if self.encoder is None:
+            return q
+        with torch.no_grad():
+            return self.encoder(_dequantize(q))
+
     def _write(self, slots: list[int], batch: ClipBatch) -> None:
         idx = torch.tensor(slots, device=self.device)
-        self._inputs[idx] = _quantize(batch.inputs.to(self.device))
-        self._targets[idx] = _quantize(batch.targets.to(self.device))
+        inputs, targets = self._stored(batch.inputs), self._stored(batch.targets)
+        if self._inputs is None:  # the first chunk fixes what a slot holds: shape and dtype
+            self._inputs = torch.empty(self.size, *inputs.shape[1:], dtype=inputs.dtype, device=self.device)
+            self._targets = torch.empty_like(self._inputs)
+        self._inputs[idx] = inputs
+        self._targets[idx] = targets
         self._seeds[idx] = batch.seeds.to(self.device)
         if batch.times.numel():
             self._times[idx] = batch.times.to(self.device, torch.float32)
@@ -80,10 +138,8 @@ class ClipPool:
 
     def _fill(self) -> None:
         first = self.source.sample(min(FILL_CHUNK, self.size))
-        t, c, h, w = first.inputs.shape[1:]
+        t = first.inputs.shape[1]
         dev = self.device
-        self._inputs = torch.empty(self.size, t, c, h, w, dtype=torch.uint8, device=dev)
-        self._targets = torch.empty_like(self._inputs)
         self._seeds = torch.zeros(self.size, dtype=torch.int64, device=dev)
         self._times = torch.zeros(self.size, t, device=dev)
         self._prompts = [""] * self.size
@@ -104,10 +160,11 @@ class ClipPool:
             return self._prompts[slot]
         return reword(style, float(torch.rand(1, generator=self.generator)))
 
-    def sample(self, batch_size: int) -> ClipBatch:
+    def sample(self, batch_size: int) -> ClipBatch | LatentClipBatch:
         """``batch_size`` clips drawn at random from the pool (without replacement when it can);
         then ``refresh`` more clips are due for replacement, and each time a whole ``chunk`` is
-        due, that many random slots get new clips. Returns a ClipBatch in [-1, 1]."""
+        due, that many random slots get new clips. Returns a ClipBatch in [-1, 1], or with an
+        encoder a LatentClipBatch."""
         if not self.filled:
             self._fill()
         if batch_size <= self.size:
@@ -116,9 +173,10 @@ class ClipPool:
             rows = torch.randint(self.size, (batch_size,), generator=self.generator)
         picked = rows.tolist()
         idx = rows.to(self.device)
-        batch = ClipBatch(
-            inputs=_dequantize(self._inputs[idx]),
-            targets=_dequantize(self._targets[idx]),
+        kind, serve = (LatentClipBatch, Tensor.float) if self.encoder else (ClipBatch, _dequantize)
+        batch = kind(
+            inputs=serve(self._inputs[idx]),
+            targets=serve(self._targets[idx]),
             prompts=[self._prompt(r) for r in picked],
             styles=[self._styles[r] for r in picked],
             seeds=self._seeds[idx].clone(),
@@ -139,7 +197,7 @@ class ClipPool:
         self.generator.set_state(state["generator"])
         restore_source(self.source, state["source"])
         self._owed = int(state.get("owed", 0))
-        self._inputs = None  # refilled from the restored source on the next sample
+        self._inputs = self._targets = None  # refilled from the restored source on the next sample
 
 
 def _head(batch: ClipBatch, n: int) -> ClipBatch:

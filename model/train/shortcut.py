@@ -158,14 +158,15 @@ class ShortcutObjective(DenoiserObjective):
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
-        draw: ShortcutDraw,
+        draw: ShortcutDraw, encoded: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs, targets: (B, T, 3, H, W); pooled: (B, text_dim); tokens: (B, L, text_dim).
+        """inputs, targets: (B, T, 3, H, W), or with ``encoded`` their latents (B, T, C, h, w);
+        pooled: (B, text_dim); tokens: (B, L, text_dim).
 
         Returns (loss, (4,) detached [flow-matching MSE sum, its frames, consistency MSE sum, its
         frames]): sums and counts, so a log interval's means weigh every frame alike."""
         fd = draw.forcing
-        cond, x0, x = self.noisy_clip(inputs, targets, pooled, tokens, fd)
+        cond, x0, x = self.noisy_clip(inputs, targets, pooled, tokens, fd, encoded)
         target = fd.noise - x0
         if draw.n_rows:  # only the consistency clips pay for the teacher's four forwards
             r = draw.rows
