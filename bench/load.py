@@ -12,6 +12,7 @@ reported on its own.
     python bench/load.py --sessions 8 --seconds 60 --pipeline passthrough
     python bench/load.py --sessions 8 --seconds 60 --pipeline generator --preset tiny --device cuda
     python bench/load.py --sessions 8 --client-procs 4 --seconds 60 --pipeline generator --device cuda
+    python bench/load.py --sessions 1 --seconds 3 --pipeline generator --device cpu --size 256x144 --warm-sizes none
 """
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def start_daemon(args: argparse.Namespace, tmp: str, panel: str = "") -> tuple[s
     config.write_text(
         f'[server]\nunix_socket = "{sock}"\naddress = "127.0.0.1:{args.port}"\nmetrics_address = ""\n'
         f'max_sessions = {max(16, args.sessions)}\n\n[model]\npipeline = "{args.pipeline}"\npreset = "{args.preset}"\n'
-        f'device = "{args.device}"\nmax_batch = {max(16, args.sessions)}\n\n[panel]\naddress = "{panel}"\n\n'
+        f'device = "{args.device}"\nmax_batch = {max(16, args.sessions)}\n{_warm_sizes(args.warm_sizes)}\n'
+        f'[panel]\naddress = "{panel}"\n\n'
         '[log]\nlevel = "warning"\n')
     proc = subprocess.Popen([sys.executable, "-m", "morphcam.daemon.cli", "serve", "--config", str(config)])
     address = f"127.0.0.1:{args.port}" if args.transport == "tcp" else f"unix:{sock}"
@@ -118,6 +120,14 @@ def start_daemon(args: argparse.Namespace, tmp: str, panel: str = "") -> tuple[s
             proc.kill()
             raise SystemExit("the daemon did not start")
     return proc, address
+
+
+def _warm_sizes(option: str | None) -> str:
+    """The [model] line for --warm-sizes: "none" turns the warm-up off; no option keeps the daemon's default."""
+    if option is None:
+        return ""
+    sizes = [] if option == "none" else [s.strip() for s in option.split(",") if s.strip()]
+    return f"warm_sizes = {json.dumps(sizes)}\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--client-procs", type=int, default=1,
                    help="client processes the sessions are spread over (1: all in this process)")
+    p.add_argument("--warm-sizes", help='model.warm_sizes of the daemon started: "none" or SIZE[,SIZE...] '
+                   "(default: the daemon's, 512x288)")
     p.add_argument("--json", help="also write the results here")
     return p
 

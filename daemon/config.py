@@ -21,6 +21,18 @@ class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message says what to change."""
 
 
+def parse_size(text: str, key: str) -> tuple[int, int]:
+    """"512x288" -> (512, 288); raises ConfigError naming ``key`` for anything else (frames are at
+    least 16x16, as the wire requires)."""
+    try:
+        width, height = (int(v) for v in text.strip().lower().split("x"))
+    except ValueError:
+        raise ConfigError(f'{key} must be "WIDTHxHEIGHT" (e.g. "512x288"), got {text!r}') from None
+    if width < 16 or height < 16:
+        raise ConfigError(f"{key}: {width}x{height} is too small; frames are at least 16x16")
+    return width, height
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """[server]: where and how the daemon listens."""
@@ -70,6 +82,19 @@ class ModelConfig:
     """How long a step may wait for other streaming sessions' frames to join it (0 = never). Only
     frames due within the wait (by each stream's input rate) are waited for: a lone stream, or
     streams whose next frames come later, never wait."""
+    warm_sizes: tuple[str, ...] = ("512x288",)
+    """Frame sizes ("WIDTHxHEIGHT") made ready at start-up, so that a stream's first frame at one of
+    them replays ready work (its cache pool, staging buffers, CUDA graphs and compiled kernels,
+    kept while no stream uses them) instead of building it; [] = none. The default is
+    `morphcam live`'s size ([bridge] width and height)."""
+
+    def __post_init__(self) -> None:
+        for i, text in enumerate(self.warm_sizes):
+            parse_size(text, f"model.warm_sizes[{i}]")
+
+    def frame_sizes(self) -> tuple[tuple[int, int], ...]:
+        """``warm_sizes`` as (width, height) pairs, in order, without repeats."""
+        return tuple(dict.fromkeys(parse_size(t, "model.warm_sizes") for t in self.warm_sizes))
 
 
 @dataclass(frozen=True)
@@ -220,6 +245,8 @@ def build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)
+    except ConfigError:
+        raise  # it names its key already
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{where}]: {exc}") from exc
     return obj
@@ -301,5 +328,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"panel.address must be host:port, got {p.address!r}")
     if not 32 <= p.preview_width <= 1920 or not 1 <= p.max_body_kb <= 10240:
         raise ConfigError("panel.preview_width must be within 32..1920 and panel.max_body_kb within 1..10240")
+    for width, height in m.frame_sizes():
+        if width > config.session.max_width or height > config.session.max_height:
+            raise ConfigError(f"model.warm_sizes: {width}x{height} is larger than session.max_width x max_height "
+                              f"({config.session.max_width}x{config.session.max_height}): no stream could use it")
     if config.session.output_queue < 1:
         raise ConfigError("session.output_queue must be >= 1")

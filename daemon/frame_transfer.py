@@ -24,6 +24,10 @@ class FrameTransfer:
         self._host_out: torch.Tensor | None = None  # (B, H, W, 3) uint8
         self._host_ok: torch.Tensor | None = None  # (B,) bool
 
+    def reserve(self, b: int) -> None:
+        """Make the buffers for batches of up to ``b`` frames now, not on the first such batch."""
+        self._buffers(b)
+
     def _buffers(self, b: int) -> None:
         if self._host_in is not None and len(self._host_in) >= b:
             return

@@ -14,14 +14,19 @@ sessions joining and leaving never force a recapture. Sessions beyond the pool's
 own cache and a graph per group of sessions (``CudaGraphRunner``). With ``cuda_graphs=False``, or
 once a capture fails, steps run eagerly. uint8 frames go to the device as uint8 through pinned
 buffers and come back as uint8: the pixel conversions run on the device, not in numpy.
+
+A size's pool, graphs and buffers go with its last session, except at the sizes ``warm`` made
+ready at start-up: those stay (with a spare cache for a session outside the pool), so that a
+stream's first frame there replays ready work instead of allocating, compiling and capturing.
 """
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +40,7 @@ from morphcam.model.kv_cache import KVRingCache
 from morphcam.model.styles import STYLES, style_prompt
 
 from .frame_transfer import FrameTransfer
-from .pipeline import Pipeline, PresetInfo, PromptChange, SessionParams, StyleInfo
+from .pipeline import Pipeline, PresetInfo, PromptChange, SessionParams, StyleInfo, WeightedPrompt
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +80,20 @@ class _Session:
     width: int
     height: int
     lane: int | None = None  # its lane in its size's pool; None: its own cache
+    own_cache: KVRingCache | None = None  # the cache it took outside the pool (given back on close)
 
 
 @dataclass
 class _SizeGroup:
     """What the sessions of one (padded) frame size share: their lane pool, its graphs and the
-    staging buffers. Dropped with its last session."""
+    staging buffers. Dropped with its last session unless ``warm``."""
 
     pool: LanePool | None
     graphs: LaneGraphs | None
     transfer: FrameTransfer
     sessions: int = 0
+    warm: bool = False  # made ready at start-up: kept with no sessions
+    spares: list[KVRingCache] = field(default_factory=list)  # caches of closed sessions outside the pool
 
 
 def _prompts(change: PromptChange) -> list[tuple[str, float]]:
@@ -99,21 +107,30 @@ class GeneratorPipeline(Pipeline):
     MAX_GRAPHS = 8
     # A pool takes at most this share of the device memory free when it is made.
     POOL_MEMORY_SHARE = 0.5
+    # Caches a warm size keeps for sessions outside its pool (all of them on a CPU, which serves
+    # about one live stream in real time): allocating one costs 15-150 ms there (tiny 256x144-512x288).
+    SPARE_CACHES = 1
 
     def __init__(self, generator: StreamGenerator, preset: str, cuda_graphs: bool = True,
-                 lanes: int | None = None) -> None:
+                 lanes: int | None = None, graph_record: Callable | None = None) -> None:
         """``lanes``: sessions per frame size whose caches share one pool (and its per-batch-size
-        graphs); default 16 with CUDA graphs, else 0 (each session its own cache)."""
+        graphs); default 16 with CUDA graphs, else 0 (each session its own cache).
+        ``graph_record``: how ``LaneGraphs`` records a step (CUDA graph capture by default); tests
+        pass a stand-in that lets the pools' graph bookkeeping run on a CPU."""
         self.generator = generator
         self.name = f"generator:{preset}"
         dev = generator.device
         self.device = f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type
         self._sessions: dict[str, _Session] = {}
-        self.cuda_graphs = cuda_graphs and dev.type == "cuda"
+        self._graph_record = graph_record
+        self.cuda_graphs = cuda_graphs and (dev.type == "cuda" or graph_record is not None)
         self.lanes = (16 if self.cuda_graphs else 0) if lanes is None else lanes
         self._groups: dict[tuple[int, int], _SizeGroup] = {}
         # One runner per group of sessions outside the pools (by identity, in batch order) and size.
         self._runners: dict[tuple, CudaGraphRunner] = {}
+        # What a first frame builds, counted as it is built (``build_counts``): size groups (pool,
+        # graph table, staging buffers), caches outside a pool and captured graphs.
+        self._builds = {"groups": 0, "caches": 0, "graphs": 0}
 
     @classmethod
     def load(
@@ -159,6 +176,79 @@ class GeneratorPipeline(Pipeline):
         finally:
             self.close_session(session_id)
 
+    def warm(self, sizes: Sequence[tuple[int, int]]) -> None:
+        """Make each (width, height) of ``sizes`` ready for a stream's first frame, and keep it so.
+
+        First every named style's prompt is embedded, so that opening a stream or switching to a
+        style by name runs no text encoder. Then, per size, what its first frames would build:
+        its size group (lane pool, staging buffers for a full batch), on a GPU a graph per batch
+        size the pool can run (an eager step, which compiles the kernels' variants for the
+        size, and a capture each: tens of ms apiece), a spare cache where sessions have their own,
+        and what a prompt switch runs (a transition, a KV-recache). The throwaway sessions are
+        closed again; a lane or spare cache is emptied when it is next taken, so nothing they
+        computed reaches a later stream. A size that cannot be warmed is logged and builds lazily.
+        """
+        if not sizes:
+            return  # warm-up is off
+        try:
+            for style in STYLES:
+                self.generator.embed(style.prompt)
+        except Exception as exc:  # fail open, as below: a style's first use embeds it instead
+            log.warning("could not embed the styles' prompts at start-up: %s", exc)
+        for width, height in sizes:
+            try:
+                self._warm_size(width, height)
+            except Exception as exc:  # fail open: the daemon serves anyway, the size builds on first use
+                log.warning("could not make %dx%d ready at start-up (its first frame will build it): %s",
+                            width, height, exc)
+
+    def _warm_size(self, width: int, height: int) -> None:
+        from .sample import facecam_frame
+
+        t0 = time.perf_counter()
+        m = self.generator.config.frame_multiple
+        key = (-(-width // m) * m, -(-height // m) * m)
+        self.generator.config.latent_size(*key)
+        group = self._group(*key)
+        group.warm = True
+        # One graph per batch size: all that the pool can run and its graph table keeps.
+        batches = min(group.pool.lanes, group.graphs.max_graphs) if group.graphs is not None else 1
+        group.transfer.reserve(batches)
+        ids = [f"warm-{width}x{height}-{i}" for i in range(batches)]
+        frame = facecam_frame(0.0, width, height)
+        captured = self._builds["graphs"]
+        try:
+            for i, session_id in enumerate(ids):
+                self.open_session(session_id, SessionParams(width, height, PromptChange.single("original"), seed=i))
+            for b in range(1, batches + 1):
+                self._warm_step([(session_id, frame) for session_id in ids[:b]])
+            # A prompt switch's own work: a transition's interpolation, and KV-recache's forward
+            # over the cached frames (its kernel variants differ from a stream step's).
+            other = STYLES[1].prompt
+            self.set_prompt(ids[0], PromptChange((WeightedPrompt(other),), mode="transition", transition_frames=2))
+            self._warm_step([(ids[0], frame)])
+            self.set_prompt(ids[0], PromptChange((WeightedPrompt(other),), mode="recache"))
+            self._warm_step([(ids[0], frame)])
+        except BaseException:
+            group.warm = False  # a half-made size is not kept: it builds on first use, as before
+            raise
+        finally:
+            for session_id in ids:
+                self.close_session(session_id)
+            if not group.warm and not group.sessions:
+                self._groups.pop(key, None)
+        log.info("made %dx%d ready in %.2f s (%d graphs captured)", width, height, time.perf_counter() - t0,
+                 self._builds["graphs"] - captured)
+
+    def _warm_step(self, batch: list[tuple[str, np.ndarray]]) -> None:
+        for out in self.step(batch):
+            if isinstance(out, Exception):
+                raise out
+
+    def build_counts(self) -> dict[str, int]:
+        """Size groups, caches outside a pool and graphs built so far, and prompts embedded."""
+        return {**self._builds, "prompts": self.generator.text.embedded}
+
     # ---- sessions ---------------------------------------------------------------------------
     def _group(self, width: int, height: int) -> _SizeGroup:
         key = (width, height)
@@ -169,8 +259,9 @@ class GeneratorPipeline(Pipeline):
             if lanes:
                 pool = LanePool(gen.config, gen.config.latent_size(width, height), lanes, gen.device, gen.dtype)
                 if self.cuda_graphs:
-                    graphs = LaneGraphs(gen, pool, width, height)
+                    graphs = LaneGraphs(gen, pool, width, height, record=self._graph_record)
             self._groups[key] = _SizeGroup(pool, graphs, FrameTransfer(gen.device, width, height))
+            self._builds["groups"] += 1
         return self._groups[key]
 
     def _pool_lanes(self, width: int, height: int) -> int:
@@ -192,6 +283,10 @@ class GeneratorPipeline(Pipeline):
         group = self._group(width, height)
         taken = group.pool.acquire() if group.pool is not None else None
         lane, cache = taken if taken is not None else (None, None)
+        own = None
+        if lane is None and group.spares:
+            own = cache = group.spares.pop()
+            cache.reset()  # as a lane is emptied: the last session's frames are masked out, never read
         try:
             session = self.generator.open_session(
                 width, height, _prompts(params.prompt), strength=params.strength, seed=params.seed, cache=cache
@@ -199,11 +294,17 @@ class GeneratorPipeline(Pipeline):
         except Exception:
             if lane is not None:
                 group.pool.release(lane)
-            if not group.sessions:
+            if own is not None:
+                group.spares.append(own)
+            if not group.sessions and not group.warm:
                 del self._groups[(width, height)]
             raise
+        if lane is None:
+            own = session.cache
+            if cache is None:
+                self._builds["caches"] += 1
         group.sessions += 1
-        self._sessions[session_id] = _Session(session, params.width, params.height, lane)
+        self._sessions[session_id] = _Session(session, params.width, params.height, lane, own)
 
     def close_session(self, session_id: str) -> None:
         entry = self._sessions.pop(session_id, None)
@@ -214,7 +315,9 @@ class GeneratorPipeline(Pipeline):
         group.sessions -= 1
         if entry.lane is not None:
             group.pool.release(entry.lane)
-        if not group.sessions:  # the pool, its graphs and buffers go with the size's last session
+        elif group.warm and len(group.spares) < self.SPARE_CACHES:
+            group.spares.append(entry.own_cache)
+        if not group.sessions and not group.warm:  # the pool, graphs and buffers go with the last session
             del self._groups[key]
         # Graphs of groups outside the pools point at the session's cache: free them.
         self._runners = {k: r for k, r in self._runners.items() if entry.stream not in r.sessions}
@@ -288,7 +391,9 @@ class GeneratorPipeline(Pipeline):
             return out
         sessions, lanes = [s.stream for s in items], [s.lane for s in items]
         if group.graphs is not None and self.cuda_graphs:
+            captured = group.graphs.captures
             out = group.graphs.step(sessions, lanes, frames)
+            self._builds["graphs"] += group.graphs.captures - captured
             if group.graphs.capture_error is not None:
                 log.warning("CUDA graph capture failed, running eagerly from now on: %s", group.graphs.capture_error)
                 self.cuda_graphs = False
@@ -315,7 +420,9 @@ class GeneratorPipeline(Pipeline):
                 self._runners.pop(next(iter(self._runners)))
             runner = CudaGraphRunner(self.generator, sessions, frames.shape[-1], frames.shape[-2])
         self._runners[key] = runner  # re-inserted: the dict's order is least recently used first
+        captured = runner.captured
         out = runner.step(frames)
+        self._builds["graphs"] += runner.captured and not captured
         if runner.capture_error is not None:
             log.warning("CUDA graph capture failed, running eagerly from now on: %s", runner.capture_error)
             self.cuda_graphs = False

@@ -127,6 +127,14 @@ class Pipeline(abc.ABC):
     def presets(self) -> list[PresetInfo]:
         return []
 
+    def warm(self, sizes: Sequence[tuple[int, int]]) -> None:
+        """Build ahead of time what the first frame of a stream at each (width, height) of
+        ``sizes`` would build, and keep it while no stream uses it. Must not change any output."""
+
+    def build_counts(self) -> dict[str, int]:
+        """How often each kind of lazily built state was built so far (metrics and tests)."""
+        return {}
+
 
 @dataclass
 class _PassthroughSession:

@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _own_daemon_config(args: argparse.Namespace, socket_path: str) -> config_mod.Config:
     cfg = config_mod.load(args.config)
     cfg = cfg.replace("server", unix_socket=socket_path, address="", metrics_address="")
+    # One file, one stream: its first frame's wait is nothing beside the file, so start at once.
+    cfg = cfg.replace("model", warm_sizes=())
     model = {k: getattr(args, k) for k in ("pipeline", "preset", "checkpoint", "device") if getattr(args, k)}
     return cfg.replace("model", **model) if model else cfg
 

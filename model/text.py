@@ -101,6 +101,7 @@ class TextEncoder:
         self.dtype = dtype
         self.cache_size = cache_size
         self._cache: OrderedDict[str, TextEmbedding] = OrderedDict()
+        self.embedded = 0  # prompts run through MiniLM (cache misses): a warmed daemon's switches add none
 
     def __call__(self, text: str) -> TextEmbedding:
         """Embedding of ``text`` (see ``check_prompt`` for the errors)."""
@@ -110,6 +111,7 @@ class TextEncoder:
             self._cache.move_to_end(text)
             return hit
         emb = self._embed(text)
+        self.embedded += 1
         self._cache[text] = emb
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

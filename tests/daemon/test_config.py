@@ -34,12 +34,26 @@ def test_defaults_and_a_full_file(tmp_path):
     ("[log]\nformat = 'xml'\n", "log.format must be 'plain' or 'json'"),
     ("[server]\naddress = 'nocolon'\n", "server.address must be host:port"),
     ("server = 3\n", "server must be a table"),
+    ("[model]\nwarm_sizes = ['512x288', '512by288']\n", 'model.warm_sizes[1] must be "WIDTHxHEIGHT"'),
+    ("[model]\nwarm_sizes = ['8x8']\n", "model.warm_sizes[0]: 8x8 is too small"),
+    ("[model]\nwarm_sizes = '512x288'\n", "model.warm_sizes must be a list, got str"),
+    ("[model]\nwarm_sizes = [512]\n", "model.warm_sizes[0] must be str, got int"),
+    ("[model]\nwarm_sizes = ['4096x2160']\n", "model.warm_sizes: 4096x2160 is larger than session.max_width"),
 ])
 def test_bad_files_name_the_problem(tmp_path, text, message):
     with pytest.raises(cfg.ConfigError) as info:
         _load(tmp_path, text)
     assert message in str(info.value)
     assert "m.toml" in str(info.value)
+
+
+def test_warm_sizes(tmp_path):
+    assert cfg.load(None).model.frame_sizes() == ((512, 288),), "the default is morphcam live's size"
+    c = _load(tmp_path, '[model]\nwarm_sizes = ["256x144", " 1280X720", "256x144"]\n')
+    assert c.model.frame_sizes() == ((256, 144), (1280, 720))
+    assert _load(tmp_path, "[model]\nwarm_sizes = []\n").model.frame_sizes() == ()
+    with pytest.raises(cfg.ConfigError, match=r"model.warm_sizes\[0\] must be"):
+        cfg.Config().replace("model", warm_sizes=("big",))
 
 
 def test_missing_file(tmp_path):
