@@ -23,6 +23,7 @@ from morphcam.model.checkpoint import load_model
 from morphcam.model.data import ClipSpec, SyntheticClips
 from morphcam.model.evaluate import FACECAM, EvalOptions, evaluate, load_input
 from morphcam.model.generator import StreamGenerator
+from morphcam.model.prompt_snap import PromptSnap, builtin_wordings
 from morphcam.model.teachers import TEACHERS
 
 
@@ -73,11 +74,15 @@ def main() -> None:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--styles", nargs="*", help="default: every style")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--prompt-snap", type=float, default=0.0, metavar="COSINE",
+                   help="run prompts within this similarity of a built-in style's training wording as that "
+                        "wording, as the daemon does for the default model (default 0: the model alone)")
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args()
     torch.manual_seed(0)
     device = torch.device(a.device)
-    generator = StreamGenerator(load_model(a.preset, a.checkpoint, device))
+    snap = PromptSnap(builtin_wordings(), a.prompt_snap) if a.prompt_snap > 0 else None
+    generator = StreamGenerator(load_model(a.preset, a.checkpoint, device), prompt_snap=snap)
     sources = inputs(a.size, a.frames, a.clips, a.fps, device)
     rows = []
     print("| style | PSNR dB | SSIM | adherence (canonical) | adherence (held-out paraphrase) | flicker model / teacher |")

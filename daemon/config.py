@@ -87,6 +87,12 @@ class ModelConfig:
     them replays ready work (its cache pool, staging buffers, CUDA graphs and compiled kernels,
     kept while no stream uses them) instead of building it; [] = none. The default is
     `morphcam live`'s size ([bridge] width and height)."""
+    prompt_snap: float = -1.0
+    """A prompt whose text embedding is at least this similar (cosine, 0..1) to a wording the model
+    was trained on runs as that wording: small models follow the wordings they learned far better
+    than new ones. -1 (auto): 0.6 for the embedded default model, which is trained on the built-in
+    styles' wordings, and off for a checkpoint of your own; 0 = off; a value in (0, 1] snaps to
+    the built-in styles' training wordings with any checkpoint."""
 
     def __post_init__(self) -> None:
         for i, text in enumerate(self.warm_sizes):
@@ -319,6 +325,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.executor must be 'graph' or 'megakernel', got {m.executor!r}")
     if not 0 <= m.batch_wait_ms <= 100:
         raise ConfigError("model.batch_wait_ms must be within 0..100")
+    if not (m.prompt_snap == -1 or 0 <= m.prompt_snap <= 1):
+        raise ConfigError(f"model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1], got {m.prompt_snap}")
     if log.format not in ("plain", "json"):
         raise ConfigError(f"log.format must be 'plain' or 'json', got {log.format!r}")
     if log.level.lower() not in ("debug", "info", "warning", "error"):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from morphcam.model.checkpoint import load_model
+from morphcam.model.prompt_snap import DEFAULT_THRESHOLD as DEFAULT_SNAP, PromptSnap, builtin_wordings
 from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
 from morphcam.model.cache_batch import LaneCaches, LanePool
 from morphcam.model.cuda_graph import CudaGraphRunner, LaneGraphs
@@ -141,11 +142,13 @@ class GeneratorPipeline(Pipeline):
         dtype: str = "auto",
         cuda_graphs: bool = True,
         lanes: int | None = None,
+        prompt_snap: float = 0.0,
     ) -> "GeneratorPipeline":
         """Load the model (``checkpoint``, else the preset's shipped weights, else random weights).
 
         ``cuda_graphs``: on a CUDA device, replay each batch's frames as one captured graph;
-        ``lanes``: see ``GeneratorPipeline`` (the daemon passes its ``max_batch``).
+        ``lanes``: see ``GeneratorPipeline`` (the daemon passes its ``max_batch``);
+        ``prompt_snap``: see ``config.ModelConfig.prompt_snap`` (-1 auto, 0 off, else the threshold).
         """
         ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
         dev = _resolve_device(device)
@@ -156,7 +159,10 @@ class GeneratorPipeline(Pipeline):
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
         # Lane pools are for graphs per batch size; a CPU steps each session on its own cache.
-        pipeline = cls(StreamGenerator(model), model.config.name, cuda_graphs=cuda_graphs,
+        if prompt_snap < 0:  # auto: the embedded default is trained on the built-in styles' wordings
+            prompt_snap = DEFAULT_SNAP if checkpoint is None else 0.0
+        snap = PromptSnap(builtin_wordings(), prompt_snap) if prompt_snap > 0 else None
+        pipeline = cls(StreamGenerator(model, prompt_snap=snap), model.config.name, cuda_graphs=cuda_graphs,
                        lanes=lanes if dev.type == "cuda" else 0)
         pipeline.warmup()
         return pipeline

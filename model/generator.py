@@ -19,6 +19,7 @@ from .cache_batch import CacheBatch, SessionCaches
 from .config import ModelConfig
 from .kv_cache import KVRingCache, frame_slot
 from .network import RestyleModel
+from .prompt_snap import PromptSnap
 from .prompts import MAX_BLEND, PromptState, blend
 from .sampler import euler_step, noise_latent
 from .text import TextEmbedding, TextEncoder
@@ -63,9 +64,12 @@ class StreamGenerator:
     """Runs a ``RestyleModel`` over live streams.
 
     ``text_encoder`` defaults to a ``TextEncoder`` on the model's device; tests pass a shared one.
+    ``prompt_snap``: run prompts near a trained wording as that wording (``model.prompt_snap``).
     """
 
-    def __init__(self, model: RestyleModel, text_encoder: TextEncoder | None = None) -> None:
+    def __init__(
+        self, model: RestyleModel, text_encoder: TextEncoder | None = None, prompt_snap: PromptSnap | None = None
+    ) -> None:
         self.model = model.eval()
         self.config: ModelConfig = model.config
         p = next(model.parameters())
@@ -81,6 +85,7 @@ class StreamGenerator:
         # by morphcam.kernels.megakernel.attach) runs it as one launch and falls back to the network
         # by itself where it cannot (batches, a watchdog failure). ``finish`` runs its ``check``.
         self.megakernel = None
+        self.prompt_snap = prompt_snap
 
     def use_executor(self, executor: str) -> str | None:
         """"graph": DiT calls run the network (the caller replays steps in CUDA graphs); "megakernel":
@@ -97,6 +102,8 @@ class StreamGenerator:
             prompts = [(prompts, 1.0)]
         if not 1 <= len(prompts) <= MAX_BLEND:
             raise ValueError(f"a prompt blend has 1 to {MAX_BLEND} prompts, got {len(prompts)}")
+        if self.prompt_snap is not None:
+            prompts = [(self.prompt_snap.resolve(t, self.text)[0], w) for t, w in prompts]
         embs = [self.text(t) for t, _ in prompts]
         e = blend(embs, [w for _, w in prompts])
         return TextEmbedding(e.pooled.to(self.device, self.dtype), e.tokens.to(self.device, self.dtype))

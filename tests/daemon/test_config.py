@@ -39,6 +39,8 @@ def test_defaults_and_a_full_file(tmp_path):
     ("[model]\nwarm_sizes = '512x288'\n", "model.warm_sizes must be a list, got str"),
     ("[model]\nwarm_sizes = [512]\n", "model.warm_sizes[0] must be str, got int"),
     ("[model]\nwarm_sizes = ['4096x2160']\n", "model.warm_sizes: 4096x2160 is larger than session.max_width"),
+    ("[model]\nprompt_snap = 1.5\n", "model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1]"),
+    ("[model]\nprompt_snap = -0.5\n", "model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1]"),
 ])
 def test_bad_files_name_the_problem(tmp_path, text, message):
     with pytest.raises(cfg.ConfigError) as info:

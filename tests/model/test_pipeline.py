@@ -42,6 +42,16 @@ def test_styles_presets_and_names(pipe):
     assert pipe.name == "generator:test" and pipe.device == "cpu"
 
 
+def test_prompt_snap_is_on_for_the_embedded_default_only(tmp_path):
+    path = save_checkpoint(randomized(small_config()), tmp_path / "m.safetensors")
+    assert GeneratorPipeline.load(checkpoint=str(path), prompt_snap=-1).generator.prompt_snap is None
+    own = GeneratorPipeline.load(checkpoint=str(path), prompt_snap=0.7).generator.prompt_snap
+    assert own is not None and own.threshold == 0.7
+    default = GeneratorPipeline.load("tiny", device="cpu", prompt_snap=-1).generator.prompt_snap
+    assert default is not None and default.threshold == 0.6
+    assert GeneratorPipeline.load("tiny", device="cpu", prompt_snap=0).generator.prompt_snap is None
+
+
 def test_load_preset_and_errors(tmp_path):
     p = GeneratorPipeline.load("tiny", device="cpu")
     assert p.name == "generator:tiny" and p.device == "cpu"
