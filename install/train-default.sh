@@ -2,7 +2,11 @@
 # Train the default `tiny` model on one GPU within a time budget: the autoencoder, then the
 # denoiser from it, each on synthetic clips from a device-side pool.
 #
-#   install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]
+#   install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS] [FROM]
+#
+# FROM (a model file or run folder of the same recipe, e.g. model/weights/tiny.safetensors) with
+# AE_SECONDS 0 skips the autoencoder stage and trains the denoiser on from FROM's weights (a new
+# optimizer and schedule), to add training time to a model across several GPU sessions.
 #
 # Each stage is first timed for a few dozen steps, and its step count is then set so the run
 # ends inside its budget with the learning-rate schedule completed. Both runs are resumable
@@ -14,7 +18,12 @@ shopt -s inherit_errexit
 out=${1:?usage: install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]}
 ae_s=${2:-330}
 dn_s=${3:-630}
+from=${4:-}
 morphcam=${MORPHCAM:-morphcam}
+if [[ $ae_s == 0 && -z $from ]] || [[ $ae_s != 0 && -n $from ]]; then
+  echo "train-default.sh: pass FROM together with AE_SECONDS 0 (train the denoiser on from FROM), or neither" >&2
+  exit 2
+fi
 mkdir -p "$out"
 
 common=(--device cuda --preset tiny --ae-skip --size 256x144 --frames 8 --log-interval 50 --quiet)
@@ -39,19 +48,22 @@ steps_for() {  # budget seconds, seconds per step, seconds held back for filling
   python3 -c "import sys; b, s, f = map(float, sys.argv[1:]); print(max(100, int((b - f) / s)))" "$1" "$2" "$3"
 }
 
-ae_sps=$(seconds_per_step autoencoder "${ae_flags[@]}") || { echo "timing the autoencoder failed" >&2; exit 1; }
-ae_steps=$(steps_for "$ae_s" "$ae_sps" 30)
-echo "autoencoder: ${ae_sps} s/step -> ${ae_steps} steps" | tee -a "$out/commands.txt"
-cmd=("$morphcam" train autoencoder "${common[@]}" "${ae_flags[@]}" --steps "$ae_steps" --warmup 200
-     --eval-interval 500 --ckpt-interval 500 --out "$out/ae" --resume)
-echo "${cmd[*]}" >>"$out/commands.txt"
-"${cmd[@]}"
+if [[ -z $from ]]; then
+  ae_sps=$(seconds_per_step autoencoder "${ae_flags[@]}") || { echo "timing the autoencoder failed" >&2; exit 1; }
+  ae_steps=$(steps_for "$ae_s" "$ae_sps" 30)
+  echo "autoencoder: ${ae_sps} s/step -> ${ae_steps} steps" | tee -a "$out/commands.txt"
+  cmd=("$morphcam" train autoencoder "${common[@]}" "${ae_flags[@]}" --steps "$ae_steps" --warmup 200
+       --eval-interval 500 --ckpt-interval 500 --out "$out/ae" --resume)
+  echo "${cmd[*]}" >>"$out/commands.txt"
+  "${cmd[@]}"
+  from=$out/ae/model.safetensors
+fi
 
-dn_sps=$(seconds_per_step denoiser "${dn_flags[@]}" --init "$out/ae/model.safetensors") ||
+dn_sps=$(seconds_per_step denoiser "${dn_flags[@]}" --init "$from") ||
   { echo "timing the denoiser failed" >&2; exit 1; }
 dn_steps=$(steps_for "$dn_s" "$dn_sps" 45)
 echo "denoiser: ${dn_sps} s/step -> ${dn_steps} steps" | tee -a "$out/commands.txt"
-cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$out/ae/model.safetensors"
+cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$from"
      --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)
 echo "${cmd[*]}" >>"$out/commands.txt"
 "${cmd[@]}"
