@@ -77,12 +77,15 @@ def main() -> None:
     p.add_argument("--prompt-snap", type=float, default=0.0, metavar="COSINE",
                    help="run prompts within this similarity of a built-in style's training wording as that "
                         "wording, as the daemon does for the default model (default 0: the model alone)")
+    p.add_argument("--steady-noise", choices=("off", "on", "auto"), default="off",
+                   help="the same noise every frame (see StreamGenerator; the daemon's default is auto)")
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args()
     torch.manual_seed(0)
     device = torch.device(a.device)
     snap = PromptSnap(builtin_wordings(), a.prompt_snap) if a.prompt_snap > 0 else None
-    generator = StreamGenerator(load_model(a.preset, a.checkpoint, device), prompt_snap=snap)
+    generator = StreamGenerator(load_model(a.preset, a.checkpoint, device), prompt_snap=snap,
+                                steady_noise=a.steady_noise)
     sources = inputs(a.size, a.frames, a.clips, a.fps, device)
     rows = []
     print("| style | PSNR dB | SSIM | adherence (canonical) | adherence (held-out paraphrase) | flicker model / teacher |")

@@ -93,6 +93,13 @@ class ModelConfig:
     than new ones. -1 (auto): 0.6 for the embedded default model, which is trained on the built-in
     styles' wordings, and off for a checkpoint of your own; 0 = off; a value in (0, 1] snaps to
     the built-in styles' training wordings with any checkpoint."""
+    steady_noise: str = "off"
+    """"off": fresh noise every frame (the most faithful styles). "auto": each frame of a stream
+    under a deterministic built-in style (after prompt_snap) is drawn from the same noise, so a
+    still picture gives a nearly still output; generative styles (snow, rain, sparks, fireflies) and
+    other prompts keep fresh noise, which their motion needs. Measured with the default model:
+    flicker on a still input falls 3-50x, fidelity to the style falls 0.8-3.3 dB. "on": the same
+    noise for every prompt."""
 
     def __post_init__(self) -> None:
         for i, text in enumerate(self.warm_sizes):
@@ -325,6 +332,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.executor must be 'graph' or 'megakernel', got {m.executor!r}")
     if not 0 <= m.batch_wait_ms <= 100:
         raise ConfigError("model.batch_wait_ms must be within 0..100")
+    if m.steady_noise not in ("auto", "on", "off"):
+        raise ConfigError(f"model.steady_noise must be 'auto', 'on' or 'off', got {m.steady_noise!r}")
     if not (m.prompt_snap == -1 or 0 <= m.prompt_snap <= 1):
         raise ConfigError(f"model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1], got {m.prompt_snap}")
     if log.format not in ("plain", "json"):

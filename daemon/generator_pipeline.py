@@ -143,12 +143,14 @@ class GeneratorPipeline(Pipeline):
         cuda_graphs: bool = True,
         lanes: int | None = None,
         prompt_snap: float = 0.0,
+        steady_noise: str = "off",
     ) -> "GeneratorPipeline":
         """Load the model (``checkpoint``, else the preset's shipped weights, else random weights).
 
         ``cuda_graphs``: on a CUDA device, replay each batch's frames as one captured graph;
         ``lanes``: see ``GeneratorPipeline`` (the daemon passes its ``max_batch``);
-        ``prompt_snap``: see ``config.ModelConfig.prompt_snap`` (-1 auto, 0 off, else the threshold).
+        ``prompt_snap``: see ``config.ModelConfig.prompt_snap`` (-1 auto, 0 off, else the threshold);
+        ``steady_noise``: see ``StreamGenerator`` ("off", "on", "auto").
         """
         ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
         dev = _resolve_device(device)
@@ -162,7 +164,8 @@ class GeneratorPipeline(Pipeline):
         if prompt_snap < 0:  # auto: the embedded default is trained on the built-in styles' wordings
             prompt_snap = DEFAULT_SNAP if checkpoint is None else 0.0
         snap = PromptSnap(builtin_wordings(), prompt_snap) if prompt_snap > 0 else None
-        pipeline = cls(StreamGenerator(model, prompt_snap=snap), model.config.name, cuda_graphs=cuda_graphs,
+        generator = StreamGenerator(model, prompt_snap=snap, steady_noise=steady_noise)
+        pipeline = cls(generator, model.config.name, cuda_graphs=cuda_graphs,
                        lanes=lanes if dev.type == "cuda" else 0)
         pipeline.warmup()
         return pipeline

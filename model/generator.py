@@ -27,6 +27,9 @@ from .text import TextEmbedding, TextEncoder
 PROMPT_MODES = ("cut", "recache", "transition")
 
 
+STEADY_NOISE = ("off", "on", "auto")
+
+
 @dataclass
 class StreamSession:
     """Per-stream state. Create with ``StreamGenerator.open_session``."""
@@ -40,6 +43,7 @@ class StreamSession:
     generator: torch.Generator
     label: str = ""  # human-readable prompt, for logs
     frames_out: int = field(default=0)
+    steady: bool = False  # the same noise every frame (the generator re-seeded before each draw)
 
 
 @dataclass
@@ -65,11 +69,21 @@ class StreamGenerator:
 
     ``text_encoder`` defaults to a ``TextEncoder`` on the model's device; tests pass a shared one.
     ``prompt_snap``: run prompts near a trained wording as that wording (``model.prompt_snap``).
+    ``steady_noise``: "off" (fresh noise every frame), "on" (the same noise every frame: a still
+    input gives a still output) or "auto" (on while the prompt is a deterministic built-in style,
+    after snapping; off for generative styles, whose particles must keep moving, and other prompts).
     """
 
     def __init__(
-        self, model: RestyleModel, text_encoder: TextEncoder | None = None, prompt_snap: PromptSnap | None = None
+        self,
+        model: RestyleModel,
+        text_encoder: TextEncoder | None = None,
+        prompt_snap: PromptSnap | None = None,
+        steady_noise: str = "off",
     ) -> None:
+        if steady_noise not in STEADY_NOISE:
+            raise ValueError(f"steady_noise must be one of {STEADY_NOISE}, got {steady_noise!r}")
+        self.steady_noise = steady_noise
         self.model = model.eval()
         self.config: ModelConfig = model.config
         p = next(model.parameters())
@@ -96,6 +110,20 @@ class StreamGenerator:
         return attach(self, executor)
 
     # ---- prompts --------------------------------------------------------------------------------
+    def _steady(self, prompts: str | Sequence[tuple[str, float]]) -> bool:
+        """Whether a session under ``prompts`` draws the same noise every frame (``steady_noise``)."""
+        if self.steady_noise != "auto":
+            return self.steady_noise == "on"
+        from .teachers import teacher_for_prompt
+
+        texts = [prompts] if isinstance(prompts, str) else [t for t, _ in prompts]
+        for text in texts:
+            wording = self.prompt_snap.resolve(text, self.text)[0] if self.prompt_snap is not None else text
+            teacher = teacher_for_prompt(wording)
+            if teacher is None or teacher.generative:
+                return False
+        return True
+
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
         """Conditioning for one prompt or a weighted blend of up to four ``(text, weight)`` pairs."""
         if isinstance(prompts, str):
@@ -128,6 +156,7 @@ class StreamGenerator:
             if mode == "recache":
                 self.recache(session)
         session.label = prompts if isinstance(prompts, str) else " + ".join(f"{w:g}*{t}" for t, w in prompts)
+        session.steady = self._steady(prompts)
 
     # ---- sessions -------------------------------------------------------------------------------
     def open_session(
@@ -157,6 +186,7 @@ class StreamGenerator:
             seed=seed,
             generator=gen,
             label=prompts if isinstance(prompts, str) else "blend",
+            steady=self._steady(prompts),
         )
 
     @staticmethod
@@ -233,6 +263,8 @@ class StreamGenerator:
         into.frames.copy_(frames)
         for i, s in enumerate(sessions):
             s.prompt.advance()
+            if s.steady:  # the same draw as the stream's first frame, every frame
+                s.generator.manual_seed(s.seed)
             torch.randn(into.noise.shape[1:], generator=s.generator, device=self.device, dtype=self.dtype,
                         out=into.noise[i])
             into.strength[i].fill_(s.strength)

@@ -41,6 +41,7 @@ def test_defaults_and_a_full_file(tmp_path):
     ("[model]\nwarm_sizes = ['4096x2160']\n", "model.warm_sizes: 4096x2160 is larger than session.max_width"),
     ("[model]\nprompt_snap = 1.5\n", "model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1]"),
     ("[model]\nprompt_snap = -0.5\n", "model.prompt_snap must be -1 (auto), 0 (off) or a similarity in (0, 1]"),
+    ("[model]\nsteady_noise = 'yes'\n", "model.steady_noise must be 'auto', 'on' or 'off', got 'yes'"),
 ])
 def test_bad_files_name_the_problem(tmp_path, text, message):
     with pytest.raises(cfg.ConfigError) as info:

@@ -50,6 +50,7 @@ def test_prompt_snap_is_on_for_the_embedded_default_only(tmp_path):
     default = GeneratorPipeline.load("tiny", device="cpu", prompt_snap=-1).generator.prompt_snap
     assert default is not None and default.threshold == 0.6
     assert GeneratorPipeline.load("tiny", device="cpu", prompt_snap=0).generator.prompt_snap is None
+    assert GeneratorPipeline.load(checkpoint=str(path), steady_noise="auto").generator.steady_noise == "auto"
 
 
 def test_load_preset_and_errors(tmp_path):
