@@ -10,7 +10,7 @@ from morphcam.daemon.video import VideoWriter
 from morphcam.model.data import ClipSpec, PairedClipError, PairedClipFolder, SyntheticClips
 from morphcam.model.data.images import load_photos, split_photos
 from morphcam.model.teachers import TEACHERS
-from morphcam.model.teachers.preview import write_png
+from helpers.photos import photo_folder
 
 SPEC = ClipSpec(frames=3, width=64, height=36)
 
@@ -18,12 +18,7 @@ SPEC = ClipSpec(frames=3, width=64, height=36)
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     """A folder of ten small pictures, so both splits have photos without the bundled ones."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(10):
-        img = facecam_frame(0.1 * i, 96, 64) // 2 + rng.integers(0, 120, (64, 96, 3), dtype=np.uint8)
-        write_png(str(folder / f"pic{i}.png"), img)
-    return folder
+    return photo_folder(tmp_path_factory.mktemp("photos"))
 
 
 def clips(photo_dir, **kw) -> SyntheticClips:

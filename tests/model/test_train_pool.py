@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from morphcam.daemon.sample import facecam_frame
 from morphcam.model.data import ClipSpec, SyntheticClips
 from morphcam.model.teachers import TEACHERS
-from morphcam.model.teachers.preview import write_png
+from helpers.photos import photo_folder
 from morphcam.model.train.loop import Trainer
 from morphcam.model.train.pool import ClipPool
 from morphcam.model.train.sources import make_train_source
@@ -20,11 +19,7 @@ SPEC = ClipSpec(frames=2, width=32, height=32)
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pool_photos")
-    rng = np.random.default_rng(1)
-    for i in range(10):
-        write_png(str(folder / f"p{i}.png"), facecam_frame(0.2 * i, 64, 48) // 2 + rng.integers(0, 120, (48, 64, 3), dtype=np.uint8))
-    return folder
+    return photo_folder(tmp_path_factory.mktemp("pool_photos"), width=64, height=48, seed=1, time_step=0.2, prefix="p")
 
 
 class Recording:
