@@ -2,11 +2,13 @@
 # Train the default `tiny` model on one GPU within a time budget: the autoencoder, then the
 # denoiser from it, each on synthetic clips from a device-side pool.
 #
-#   install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS] [FROM]
+#   install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS] [FROM] [DENOISER FLAG...]
 #
 # FROM (a model file or run folder of the same recipe, e.g. model/weights/tiny.safetensors) with
 # AE_SECONDS 0 skips the autoencoder stage and trains the denoiser on from FROM's weights (a new
 # optimizer and schedule), to add training time to a model across several GPU sessions.
+# Flags after FROM (pass "" as FROM for a fresh run) go to the denoiser stage after the recipe's
+# own, e.g. --still-prob 0.1 --style-weight "comic=2".
 #
 # Each stage is first timed for a few dozen steps, and its step count is then set so the run
 # ends inside its budget with the learning-rate schedule completed. Both runs are resumable
@@ -19,6 +21,7 @@ out=${1:?usage: install/train-default.sh OUT_DIR [AE_SECONDS] [DENOISER_SECONDS]
 ae_s=${2:-330}
 dn_s=${3:-630}
 from=${4:-}
+dn_extra=("${@:5}")
 morphcam=${MORPHCAM:-morphcam}
 if [[ $ae_s == 0 && -z $from ]] || [[ $ae_s != 0 && -n $from ]]; then
   echo "train-default.sh: pass FROM together with AE_SECONDS 0 (train the denoiser on from FROM), or neither" >&2
@@ -30,7 +33,8 @@ common=(--device cuda --preset tiny --ae-skip --size 256x144 --frames 8 --log-in
 ae_flags=(--batch 32 --lr 1e-3 --ema 0.995 --pool 2048 --pool-refresh 8)
 # The denoiser's step is bound by kernel launches at 32 clips (~16k ops per forward, the GPU idle
 # most of the step), so a larger batch costs little more time per step: 96 clips.
-dn_flags=(--batch 96 --lr 7e-4 --ema 0.999 --pool 2048 --pool-refresh 12 --sampler-prob 0.5 --history-prob 0.5)
+dn_flags=(--batch 96 --lr 7e-4 --ema 0.999 --pool 2048 --pool-refresh 12 --sampler-prob 0.5 --history-prob 0.5
+          ${dn_extra[@]+"${dn_extra[@]}"})
 
 # Seconds per step of a stage: the last logged interval of a short run (after its pool filled).
 seconds_per_step() {
@@ -54,7 +58,7 @@ if [[ -z $from ]]; then
   echo "autoencoder: ${ae_sps} s/step -> ${ae_steps} steps" | tee -a "$out/commands.txt"
   cmd=("$morphcam" train autoencoder "${common[@]}" "${ae_flags[@]}" --steps "$ae_steps" --warmup 200
        --eval-interval 500 --ckpt-interval 500 --out "$out/ae" --resume)
-  echo "${cmd[*]}" >>"$out/commands.txt"
+  printf '%q ' "${cmd[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
   "${cmd[@]}"
   from=$out/ae/model.safetensors
 fi
@@ -65,6 +69,6 @@ dn_steps=$(steps_for "$dn_s" "$dn_sps" 45)
 echo "denoiser: ${dn_sps} s/step -> ${dn_steps} steps" | tee -a "$out/commands.txt"
 cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$from"
      --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)
-echo "${cmd[*]}" >>"$out/commands.txt"
+printf '%q ' "${cmd[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
 "${cmd[@]}"
 echo "done: $out/dn/model.safetensors" | tee -a "$out/commands.txt"

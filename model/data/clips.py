@@ -3,7 +3,7 @@ camera motion, and target clips made by the style teachers from those inputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,12 @@ class SyntheticClips:
     ``bundled_photos``) and ``image_dirs``; with no photos at all, clips come from procedural
     scenes only. All drawing happens on ``device``; random choices come from a CPU generator,
     so a seed gives the same clips on any device (up to float rounding).
+
+    ``still_prob`` is the share of clips whose input is one frame held still (the camera and
+    everything in front of it frozen; generative styles still move over it), the case where any
+    flicker in the output is the model's own. ``style_weights`` draws some styles more often than
+    others (a style's weight against 1 for every style it does not name; 0 leaves a style out).
+    Both at their defaults draw exactly the clips of earlier versions for the same seed.
     """
 
     def __init__(
@@ -72,11 +78,25 @@ class SyntheticClips:
         device: torch.device | str = "cpu",
         image_dirs: Sequence[str] = (),
         bundled_photos: bool = True,
+        still_prob: float = 0.0,
+        style_weights: Mapping[str, float] | None = None,
     ) -> None:
         names = list(TEACHERS) if styles is None else list(styles)
         unknown = [n for n in names if n not in TEACHERS]
         if unknown or not names:
             raise ValueError(f"unknown styles {unknown or names}; known styles: {', '.join(TEACHERS)}")
+        if not 0.0 <= still_prob <= 1.0:
+            raise ValueError(f"still_prob must be in [0, 1], got {still_prob}")
+        weights = dict(style_weights or {})
+        stray = sorted(set(weights) - set(names))
+        if stray:
+            raise ValueError(f"style_weights names styles this source does not draw: {stray}; "
+                             f"its styles: {', '.join(names)}")
+        if any(not w >= 0 for w in weights.values()) or not any(weights.get(n, 1.0) > 0 for n in names):
+            raise ValueError(f"style_weights must be >= 0 with at least one style above 0, got {weights}")
+        self.still_prob = still_prob
+        # None keeps the uniform draw (and the random stream) of unweighted sources.
+        self._style_p = torch.tensor([float(weights.get(n, 1.0)) for n in names]) if weights else None
         self.spec = spec
         self.split = split
         self.teachers: list[StyleTeacher] = [TEACHERS[n] for n in names]
@@ -101,7 +121,13 @@ class SyntheticClips:
         start = torch.rand(b, 1, generator=rng) * 100.0
         times = start + torch.arange(t).view(1, t) / spec.fps  # (B, T) seconds
         inputs = self._inputs(b, times)
-        style_idx = torch.randint(len(self.teachers), (b,), generator=rng).tolist()
+        if self.still_prob > 0:
+            held = (torch.rand(b, generator=rng) < self.still_prob).to(dev)
+            inputs = torch.where(held.view(b, 1, 1, 1, 1), inputs[:, :1].expand_as(inputs), inputs)
+        if self._style_p is None:
+            style_idx = torch.randint(len(self.teachers), (b,), generator=rng).tolist()
+        else:
+            style_idx = torch.multinomial(self._style_p, b, replacement=True, generator=rng).tolist()
         seeds = torch.randint(0, 2**31 - 1, (b,), generator=rng, dtype=torch.int64)
         prompt_pick = torch.rand(b, generator=rng).tolist()
         targets = torch.empty_like(inputs)

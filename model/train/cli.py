@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
     parser.add_argument("--size", type=frame_size, default=(d.width, d.height), help="clip size WxH (default 256x144)")
     parser.add_argument("--data", default=d.data, help='"synthetic" or a folder of paired clips')
+    parser.add_argument("--still-prob", type=float, default=d.still_prob,
+                        help="synthetic data: share of training clips whose input is held still (default 0)")
+    parser.add_argument("--style-weight", action="append", default=[], metavar="STYLE=W",
+                        help='synthetic data: draw STYLE W times as often as the others, e.g. "oil painting=2" '
+                             "(repeatable; 0 leaves a style out)")
     parser.add_argument("--out", help="output folder (default runs/STAGE)")
     parser.add_argument("--init", help="start from this checkpoint (the denoiser takes the autoencoder run's)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped (or start it)")
@@ -115,6 +120,20 @@ def _model_config(args: argparse.Namespace):
     return config
 
 
+def _style_weights(items: list[str]) -> dict[str, float]:
+    """``["oil painting=2", ...]`` -> ``{"oil painting": 2.0}``; TrainConfig checks the names."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, weight = item.rpartition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f'--style-weight {item!r}: write STYLE=WEIGHT, e.g. "oil painting=2"') from None
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The ``TrainConfig`` the flags describe; ValueError (naming the flag's field) if invalid."""
     from .config import PruneSettings, ShortcutDistill
@@ -136,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         width=args.size[0],
         height=args.size[1],
         data=args.data,
+        still_prob=args.still_prob,
+        style_weights=_style_weights(args.style_weight),
         shortcut=ShortcutDistill(consistency=args.consistency, schedule_prob=args.schedule_prob,
                                  min_step=args.min_step, teacher=args.teacher),
         prune=PruneSettings(heads=args.heads, ffn_dim=args.ffn_dim, tile=args.tile, importance=args.importance,

@@ -143,6 +143,11 @@ class TrainConfig:
     height: int = 144
     fps: float = 30.0
     data: str = "synthetic"
+    # Synthetic data only, training clips only (eval clips keep the plain mix, so eval losses stay
+    # comparable across runs): the share of clips whose input is held still, and per-style draw
+    # weights against 1 for every style not named (SyntheticClips).
+    still_prob: float = 0.0
+    style_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
@@ -216,6 +221,7 @@ class TrainConfig:
             p.append(f"fps must be > 0, got {self.fps}")
         if not self.data:
             p.append('data must be "synthetic" or a folder of paired clips')
+        p += self._mix_problems()
         if self.precision not in PRECISIONS:
             p.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.noise_sampling not in NOISE_SAMPLINGS:
@@ -241,6 +247,24 @@ class TrainConfig:
         p += self.history.problems() + self.shortcut.problems() + self.prune.problems()
         if p:
             raise ValueError("invalid training config: " + "; ".join(p))
+
+    def _mix_problems(self) -> list[str]:
+        from ..teachers import TEACHERS
+
+        p = []
+        if not 0.0 <= self.still_prob <= 1.0:
+            p.append(f"still_prob must be in [0, 1], got {self.still_prob}")
+        unknown = sorted(set(self.style_weights) - set(TEACHERS))
+        if unknown:
+            p.append(f"style_weights names unknown styles {unknown}; known styles: {', '.join(TEACHERS)}")
+        if any(not (isinstance(w, (int, float)) and w >= 0) for w in self.style_weights.values()):
+            p.append(f"style weights must be numbers >= 0, got {self.style_weights}")
+        elif self.style_weights and not any(self.style_weights.get(n, 1.0) > 0 for n in TEACHERS):
+            p.append("style_weights leaves no style to draw: give at least one a weight above 0")
+        if (self.still_prob or self.style_weights) and self.data != "synthetic":
+            p.append(f"still_prob and style_weights shape the synthetic clips; --data {self.data} is a folder "
+                     "of your own clips: drop them")
+        return p
 
     # ---- serialisation (stored in every training state) ------------------------------------------
     def to_json(self) -> str:

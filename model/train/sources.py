@@ -33,7 +33,8 @@ def make_source(config: TrainConfig, split: str, rank: int, device: torch.device
     if config.data == "synthetic":
         from ..data import SyntheticClips
 
-        return SyntheticClips(spec, split=split, seed=seed, device=device)
+        mix = {"still_prob": config.still_prob, "style_weights": config.style_weights} if split == "train" else {}
+        return SyntheticClips(spec, split=split, seed=seed, device=device, **mix)
     if not Path(config.data).is_dir():
         raise FileNotFoundError(f'--data {config.data}: no such folder; pass "synthetic" or a folder of paired clips')
     try:

@@ -75,6 +75,41 @@ def test_style_subset_and_unknown_style(photo_dir):
         clips(photo_dir, styles=["no such style"])
 
 
+def test_still_clips_hold_the_input_while_generative_styles_move(photo_dir):
+    spec = ClipSpec(frames=4, width=64, height=36)
+    batch = clips(photo_dir, seed=5, spec=spec, still_prob=1.0, styles=["snowfall", "pencil sketch"]).sample(6)
+    assert torch.equal(batch.inputs, batch.inputs[:, :1].expand_as(batch.inputs))
+    for i, name in enumerate(batch.styles):
+        change = (batch.targets[i, 1:] - batch.targets[i, :-1]).abs().max()
+        assert (change > 0.05) if name == "snowfall" else (change == 0), name  # the snow falls; a sketch holds
+    # A share of them: some clips held, some moving.
+    mixed = clips(photo_dir, seed=5, spec=spec, still_prob=0.5).sample(16)
+    held = [torch.equal(x, x[:1].expand_as(x)) for x in mixed.inputs]
+    assert 0 < sum(held) < 16
+
+
+def test_style_weights_draw_some_styles_more(photo_dir):
+    only = clips(photo_dir, seed=1, styles=["comic", "rain", "sepia old film"], style_weights={"rain": 0, "sepia old film": 0})
+    assert set(only.sample(8).styles) == {"comic"}
+    heavy = clips(photo_dir, seed=1, style_weights={"oil painting": 30.0}).sample(40)
+    assert heavy.styles.count("oil painting") > 20  # 30 / (30 + 15) of the draws, on average
+    # Defaults draw what sources without these settings draw, clip for clip.
+    a = clips(photo_dir, seed=3).sample(4)
+    b = clips(photo_dir, seed=3, still_prob=0.0, style_weights={}).sample(4)
+    assert torch.equal(a.inputs, b.inputs) and a.styles == b.styles
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(still_prob=1.5), r"still_prob must be in \[0, 1\]"),
+    (dict(styles=["comic"], style_weights={"rain": 2}), "does not draw"),
+    (dict(style_weights={name: 0 for name in TEACHERS}), "at least one style above 0"),
+    (dict(style_weights={"comic": -1}), ">= 0"),
+])
+def test_bad_mix_settings_are_named(photo_dir, kw, message):
+    with pytest.raises(ValueError, match=message):
+        clips(photo_dir, **kw)
+
+
 def test_procedural_only_without_photos():
     batch = SyntheticClips(SPEC, bundled_photos=False, seed=0).sample(3)
     assert batch.inputs.shape == (3, 3, 3, 36, 64)

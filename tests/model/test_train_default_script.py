@@ -64,6 +64,23 @@ def test_the_denoiser_trains_on_from_a_given_model(tmp_path, fake):
     assert all(value(c, "--init") == "model/weights/tiny.safetensors" for c in calls)
 
 
+def test_flags_after_from_reach_the_denoiser_stage(tmp_path, fake):
+    extra = ["--still-prob", "0.1", "--style-weight", "oil painting=2"]
+    proc, calls = run(fake, str(tmp_path / "run"), "0", "200", "model/weights/tiny.safetensors", *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert all(c[c.index("--still-prob"):][:4] == extra for c in calls)  # the timing run and the real one
+    assert value(calls[1], "--style-weight") == "oil painting=2"  # one argument, space and all
+    # The recorded command replays as run.
+    recorded = [line for line in (tmp_path / "run" / "commands.txt").read_text().splitlines() if "--steps 310" in line]
+    assert len(recorded) == 1 and "oil\\ painting=2" in recorded[0]
+    # A fresh run takes them too, with "" for FROM.
+    proc, calls = run(fake, str(tmp_path / "fresh"), "100", "200", "", *extra)
+    assert proc.returncode == 0, proc.stderr
+    fresh = calls[2:]  # after the two calls above
+    assert [c[1] for c in fresh] == ["autoencoder", "autoencoder", "denoiser", "denoiser"]
+    assert all("--still-prob" not in c for c in fresh[:2]) and value(fresh[3], "--still-prob") == "0.1"
+
+
 @pytest.mark.parametrize("args", [("0", "200"), ("100", "200", "some/model.safetensors")])
 def test_from_and_a_zero_autoencoder_budget_go_together(tmp_path, fake, args):
     proc, calls = run(fake, str(tmp_path / "run"), *args)

@@ -63,6 +63,10 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path, text_encoder):
         (dict(noise_sampling="beta"), "noise_sampling must be one of"),
         (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
         (dict(stage="denoiser", frames=1), "at least 2 frames"),
+        (dict(still_prob=-0.1), r"still_prob must be in \[0, 1\]"),
+        (dict(style_weights={"cubism": 2.0}), "unknown styles"),
+        (dict(style_weights={"comic": -2.0}), "numbers >= 0"),
+        (dict(data="clips_folder", still_prob=0.2), "shape the synthetic clips"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, overrides, message):
@@ -83,6 +87,26 @@ def test_config_round_trips_through_json(tmp_path):
 def test_cli_reports_bad_flags(tmp_path, capsys):
     assert morphcam(["train", "denoiser", "--steps", "0", "--out", str(tmp_path)]) == 2
     assert "steps must be a positive integer" in capsys.readouterr().err
+    assert morphcam(["train", "denoiser", "--style-weight", "oil painting", "--out", str(tmp_path)]) == 2
+    assert "write STYLE=WEIGHT" in capsys.readouterr().err
+
+
+def test_cli_mix_flags_reach_the_training_clips_only(tmp_path):
+    import argparse
+
+    from morphcam.model.train.cli import add_arguments, config_from_args
+    from morphcam.model.train.sources import make_source
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["denoiser", "--init", "x", "--still-prob", "0.25", "--style-weight", "oil painting=2",
+                              "--style-weight", "comic = 3", "--size", "64x48", "--out", str(tmp_path)])
+    cfg = config_from_args(args)
+    assert cfg.still_prob == 0.25 and cfg.style_weights == {"oil painting": 2.0, "comic": 3.0}
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    train, evals = make_source(cfg, "train", 0, "cpu"), make_source(cfg, "eval", 0, "cpu")
+    assert train.still_prob == 0.25 and train._style_p is not None
+    assert evals.still_prob == 0.0 and evals._style_p is None  # eval losses stay comparable across runs
 
 
 def test_cli_trains_a_checkpoint_the_daemon_serves(tmp_path):
