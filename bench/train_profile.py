@@ -112,7 +112,10 @@ def timed_items(events, on_gpu: bool) -> tuple[list[tuple[str, str, float]], flo
     claimed = sum(us for _, _, us in items)
     if not on_gpu:
         return items, claimed
-    total = sum(e.time_range.elapsed_us() for e in events if e.device_type == DeviceType.CUDA)
+    # record_function ranges (the scopes above) also appear on the device's timeline, spanning the
+    # kernels they enclose: they are not device work of their own.
+    total = sum(e.time_range.elapsed_us() for e in events
+                if e.device_type == DeviceType.CUDA and not e.is_user_annotation)
     if total > claimed:
         items.append(("(device time no op claims)", "other", total - claimed))
     return items, max(total, claimed)

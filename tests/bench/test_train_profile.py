@@ -14,7 +14,7 @@ from morphcam.model.config import ModelConfig
 from morphcam.model.teachers.preview import write_png
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from train_profile import CATEGORIES, classify, main  # noqa: E402
+from train_profile import CATEGORIES, classify, main, timed_items  # noqa: E402
 
 
 def test_cpu_smoke_run_reports_every_category(tmp_path, capsys, monkeypatch):
@@ -63,3 +63,22 @@ def test_classify_reads_scopes_before_op_names():
     assert classify(["morphcam.dit"], kernel="_layer_norm_modulate_kernel") == "elementwise_norm"
     assert classify(["morphcam.dit"], kernel="_attention_fwd_kernel") == "attention"
     assert classify(["aten::addmm", "aten::linear", "morphcam.dit"], kernel="nvjet_tst_128x64_64x8") == "dit_gemm"
+
+
+def test_scope_ranges_on_the_device_timeline_are_not_counted_as_device_time():
+    """The profiler puts each record_function range on the GPU timeline too, spanning its kernels;
+    counting those as device work once made the busy share exceed 100%."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def device_event(us, annotation=False):
+        return SimpleNamespace(device_type=DeviceType.CUDA, is_user_annotation=annotation,
+                               time_range=SimpleNamespace(elapsed_us=lambda: us))
+
+    kernel = SimpleNamespace(name="nvjet_tst_128x64_64x8", duration=30.0)
+    op = SimpleNamespace(device_type=DeviceType.CPU, kernels=[kernel], name="aten::mm", cpu_parent=None)
+    events = [op, device_event(30.0), device_event(10.0), device_event(40.0, annotation=True)]
+    items, total = timed_items(events, on_gpu=True)
+    assert total == 40.0  # the two kernels, not the 40 us scope around them
+    assert items == [("nvjet_tst_128x64_64x8", "dit_gemm", 30.0), ("(device time no op claims)", "other", 10.0)]
