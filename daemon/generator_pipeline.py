@@ -344,6 +344,9 @@ class GeneratorPipeline(Pipeline):
         except KeyError:
             raise KeyError(f"unknown session {session_id}: open it first") from None
 
+    def prepare_prompt(self, change: PromptChange) -> None:
+        self.generator.prepare_prompts(_prompts(change))
+
     def set_prompt(self, session_id: str, change: PromptChange) -> None:
         self.generator.set_prompt(
             self._session(session_id), _prompts(change), change.mode, change.transition_frames, change.interpolation

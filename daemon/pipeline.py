@@ -90,7 +90,8 @@ class PresetInfo:
 
 
 class Pipeline(abc.ABC):
-    """Frames in, frames out, for many sessions at once. Called from one thread only."""
+    """Frames in, frames out, for many sessions at once. Called from one thread only
+    (``prepare_prompt`` excepted)."""
 
     name: str = "pipeline"
     device: str = "cpu"
@@ -114,6 +115,13 @@ class Pipeline(abc.ABC):
     @abc.abstractmethod
     def set_prompt(self, session_id: str, change: PromptChange) -> None:
         """Switch the session's prompt as ``change.mode`` says."""
+
+    def prepare_prompt(self, change: PromptChange) -> None:
+        """Do ahead, on the caller's thread, the slow part of a later ``set_prompt`` or
+        ``open_session`` with ``change`` (embedding new prompt text), so that the change itself,
+        on the frame loop's thread, does not hold up other sessions' frames. The one method that
+        may be called from another thread; it must not change any session. Raise ValueError for
+        a prompt the pipeline cannot take."""
 
     def set_params(self, session_id: str, strength: float | None = None, seed: int | None = None) -> None:
         """Change strength and/or seed; ``None`` leaves a value as it is."""

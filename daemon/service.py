@@ -95,6 +95,7 @@ class MorphcamService(pb_grpc.MorphcamServicer):
         if settings.name and any(s.settings.name == settings.name for s in self.sessions.values()):
             raise ServiceError(grpc.StatusCode.ALREADY_EXISTS, f"a session named {settings.name!r} is already live")
         session = Session(uuid.uuid4().hex[:12], settings, asyncio.get_running_loop(), limits.output_queue)
+        await asyncio.to_thread(self.worker.pipeline.prepare_prompt, settings.prompt)  # off the frame loop
         await asyncio.wrap_future(self.worker.call(
             lambda: self.worker.pipeline.open_session(session.id, settings.params())))
         self.sessions[session.id] = session
@@ -120,6 +121,9 @@ class MorphcamService(pb_grpc.MorphcamServicer):
     async def set_prompt(self, session: Session, change: PromptChange, origin: str = "") -> None:
         """Validate and apply a prompt change; it takes effect before the session's next frame."""
         convert.check_prompt(change, self.config.session.max_prompt_chars)
+        # New text is embedded here, beside the frame loop; the switch on the loop then finds it
+        # cached and holds no one's frames up for the text encoder.
+        await asyncio.to_thread(self.worker.pipeline.prepare_prompt, change)
         await asyncio.wrap_future(self.worker.call(lambda: self.worker.pipeline.set_prompt(session.id, change)))
         session.prompt = change
         session.record(origin, f"prompt {change.mode}: {change.label}"

@@ -124,6 +124,16 @@ class StreamGenerator:
                 return False
         return True
 
+    def prepare_prompts(self, prompts: str | Sequence[tuple[str, float]]) -> None:
+        """Run the text encoder for ``prompts`` now (and their snapped wordings), so that a later
+        ``embed``, ``set_prompt`` or ``open_session`` with them finds them cached. Safe to call
+        from another thread than the one stepping streams; raises what ``embed`` would for a
+        prompt that cannot be embedded."""
+        texts = [prompts] if isinstance(prompts, str) else [t for t, _ in prompts]
+        for text in texts:
+            wording = self.prompt_snap.resolve(text, self.text)[0] if self.prompt_snap is not None else text
+            self.text(wording)
+
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
         """Conditioning for one prompt or a weighted blend of up to four ``(text, weight)`` pairs."""
         if isinstance(prompts, str):

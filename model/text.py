@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -102,20 +103,41 @@ class TextEncoder:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, TextEmbedding] = OrderedDict()
         self.embedded = 0  # prompts run through MiniLM (cache misses): a warmed daemon's switches add none
+        # Safe to call from several threads (a daemon embeds new prompts beside its frame loop):
+        # one lock for the cache, held only briefly, so a cache hit never waits for an embedding;
+        # one for MiniLM, since its fast tokenizer refuses to be used by two threads at once.
+        self._cache_lock = threading.Lock()
+        self._model_lock = threading.Lock()
 
     def __call__(self, text: str) -> TextEmbedding:
         """Embedding of ``text`` (see ``check_prompt`` for the errors)."""
         text = check_prompt(text)
-        hit = self._cache.get(text)
+        hit = self._lookup(text)
         if hit is not None:
-            self._cache.move_to_end(text)
             return hit
-        emb = self._embed(text)
-        self.embedded += 1
-        self._cache[text] = emb
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._model_lock:
+            hit = self._lookup(text)  # another thread may have embedded it meanwhile
+            if hit is not None:
+                return hit
+            emb = self._embed(text)
+            with self._cache_lock:
+                self.embedded += 1
+                self._cache[text] = emb
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
         return emb
+
+    def cached(self, text: str) -> bool:
+        """Whether ``text`` is embedded already (a call would not run MiniLM)."""
+        with self._cache_lock:
+            return text.strip() in self._cache
+
+    def _lookup(self, text: str) -> TextEmbedding | None:
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+            return hit
 
     @torch.inference_mode()
     def _embed(self, text: str) -> TextEmbedding:

@@ -34,3 +34,33 @@ def test_bad_prompts_are_refused(text_encoder, bad):
         text_encoder(bad)
     assert len("x" * MAX_PROMPT_CHARS) == MAX_PROMPT_CHARS
     text_encoder("y " * (MAX_PROMPT_CHARS // 2))  # at the limit: accepted, tokens truncated
+
+
+def test_threads_can_embed_at_once(text_encoder):
+    """A daemon embeds new prompts beside its frame loop: calls from several threads at once get
+    what one thread alone gets, each text runs through MiniLM once, and nothing is raised."""
+    import threading
+
+    texts = [f"a threaded prompt number {i}" for i in range(6)]
+    before = text_encoder.embedded
+    results: dict[tuple[int, str], torch.Tensor] = {}
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for text in texts[k % 2 :: 1]:  # overlapping sets, so threads race for the same texts
+                results[(k, text)] = text_encoder(text).pooled
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert text_encoder.embedded - before == len(texts)
+    assert all(text_encoder.cached(t) for t in texts)
+    alone = TextEncoder(text_tokens=text_encoder.text_tokens)
+    for (k, text), pooled in results.items():
+        torch.testing.assert_close(pooled, alone(text).pooled)
