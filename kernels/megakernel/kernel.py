@@ -187,7 +187,8 @@ def constexprs(shape: Shape, exact: bool, fuse_norms: bool = True) -> dict[str, 
     )
 
 
-def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps: int = 8, fuse_norms: bool = True) -> dict:
+def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps: int = 8,
+                   fuse_norms: bool = True) -> dict:
     """Compile the kernel for ``sm_<arch>`` without a GPU (Triton's bundled ptxas) and report shared
     memory, local-memory instructions (spills), the matrix instructions and the synchronisation
     the PTX uses. Needs TRITON_INTERPRET unset when this module was imported."""
