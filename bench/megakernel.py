@@ -7,6 +7,8 @@ events around each replay, synchronised after each), for each preset at its own 
   triton+graph      the network on the fused Triton kernels, one graph per step (the baseline)
   megakernel+graph  MegakernelExecutor.denoise (torch prologue, the persistent kernel, epilogue)
   megakernel-only   the persistent kernel alone (its launch and every tile of the step)
+  megakernel-split+graph  with ``--split-norms``: megakernel+graph on the first program layout, the
+                    norms as their own stages (``compile_program(fuse_norms=False)``), for the A/B
 
 then the ratio triton+graph / megakernel+graph (the issue's target: >= 2x for tiny and small),
 and the relative difference of the two steps' outputs. Per frame (encode, every Euler step,
@@ -78,7 +80,7 @@ def time_replays(graph: torch.cuda.CUDAGraph, n: int) -> dict:
 class StepCase:
     """One preset: random weights, a session's ring after a few frames, one step's inputs."""
 
-    def __init__(self, preset: str, dtype: torch.dtype, n_programs: int | None) -> None:
+    def __init__(self, preset: str, dtype: torch.dtype, n_programs: int | None, split_norms: bool = False) -> None:
         from morphcam.kernels.megakernel.diff import random_dit
         from morphcam.kernels.megakernel.executor import MegakernelExecutor
         from morphcam.model.attention import StreamContext
@@ -88,6 +90,7 @@ class StepCase:
         self.cfg = cfg = ModelConfig.from_name(preset)
         self.dit = random_dit(cfg, "cuda", dtype)
         self.executor = MegakernelExecutor(self.dit, n_programs=n_programs)
+        self.split = MegakernelExecutor(self.dit, n_programs=n_programs, fuse_norms=False) if split_norms else None
         latent = cfg.latent_size(cfg.width, cfg.height)
         self.cache = KVRingCache(cfg, latent, "cuda", dtype)
         for _ in range(cfg.cache_frames):  # a full ring: every slot valid
@@ -110,9 +113,11 @@ class StepCase:
                 self.out[backend] = self.dit(*self.args, self.ctx)
         return fn
 
-    def megakernel(self):
+    def megakernel(self, executor=None, key: str = "megakernel"):
+        executor = executor or self.executor
+
         def fn():
-            self.out["megakernel"] = self.executor.denoise(*self.args, self.ctx)
+            self.out[key] = executor.denoise(*self.args, self.ctx)
         return fn
 
     def kernel_only(self):
@@ -121,7 +126,7 @@ class StepCase:
 
 
 def run_steps(preset: str, args, dtype) -> list[dict]:
-    case = StepCase(preset, dtype, args.programs)
+    case = StepCase(preset, dtype, args.programs, args.split_norms)
     prog = case.executor.plan(case.cache.tokens_per_frame)[0]
     info = {"preset": preset, "size": f"{case.cfg.width}x{case.cfg.height}", "tokens": case.cache.tokens_per_frame,
             "programs": prog.n_programs, "instructions": len(prog.instructions), "stages": len(prog.stage_names)}
@@ -130,6 +135,8 @@ def run_steps(preset: str, args, dtype) -> list[dict]:
     rows = []
     arms = {"torch+graph": case.network("torch"), "triton+graph": case.network("triton"),
             "megakernel+graph": case.megakernel(), "megakernel-only": case.kernel_only()}
+    if case.split is not None:
+        arms["megakernel-split+graph"] = case.megakernel(case.split, "megakernel-split")
     with torch.inference_mode():
         for arm, fn in arms.items():
             try:
@@ -137,6 +144,8 @@ def run_steps(preset: str, args, dtype) -> list[dict]:
                 graph = capture(fn)
                 r = time_replays(graph, args.steps)
                 case.executor.check()
+                if case.split is not None:
+                    case.split.check()
                 r["setup_s"] = round(time.perf_counter() - t0, 1)
                 print(f"    {arm:17s} p50 {r['p50_ms'] * 1e3:8.1f} us  p99 {r['p99_ms'] * 1e3:8.1f} us  "
                       f"back-to-back {r['mean_back_to_back_ms'] * 1e3:8.1f} us", flush=True)
@@ -150,6 +159,12 @@ def run_steps(preset: str, args, dtype) -> list[dict]:
         print(f"    megakernel vs triton step output: rel diff {rel:.2e}", flush=True)
         for r in rows:
             r["rel_diff_vs_triton"] = rel
+    if "megakernel" in case.out and "megakernel-split" in case.out:  # the two layouts, the same step
+        a, b = case.out["megakernel-split"].double(), case.out["megakernel"].double()
+        rel = float((a - b).norm() / a.norm().clamp_min(1e-30))
+        print(f"    fused vs split norms step output: rel diff {rel:.2e}", flush=True)
+        for r in rows:
+            r["rel_diff_fused_vs_split"] = rel
     return rows
 
 
@@ -222,6 +237,8 @@ def main() -> None:
     ap.add_argument("--programs", type=int, default=None, help="mega-kernel programs (default: the SM count)")
     ap.add_argument("--long-steps", type=int, default=0, help="then replay the first preset's step this many times")
     ap.add_argument("--long-budget-s", type=float, default=120.0, help="stop the long run after about this long")
+    ap.add_argument("--split-norms", action="store_true",
+                    help="also time the first program layout (norms as their own stages) per step")
     ap.add_argument("--out", help="write every number as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():

@@ -16,6 +16,9 @@ patch_out features)::
     ring_k, ring_v (lanes, L, H, S * N, Dh)   frame_idx (lanes, S) long   token_valid (lanes, S, N) uint8
     slot_idx (lanes, T) long   lane (1,) long: which lane of the ring buffers this step uses
 
+``h`` holds the norms' output only in the ``fuse_norms=False`` layout; by default the matmuls that
+read a norm compute it from ``x`` and ``h`` stays as allocated.
+
 The ring fields view a session's ``KVRingCache`` (one lane) or a ``LanePool`` (the lane read on
 the device, so one captured graph serves every lane).
 """

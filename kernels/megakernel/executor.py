@@ -25,8 +25,8 @@ from .program import Program, Shape, compile_program
 log = logging.getLogger(__name__)
 
 BACKENDS = ("triton", "interpreter")
-# Opt-in shared memory per block the default tiles need at least (``report``: tiny 88 KiB on sm_90,
-# small 104 KiB on sm_80 and 152 KiB on sm_90; sm_80 has 163 KiB, sm_90 227 KiB, sm_86/89 99 KiB).
+# Opt-in shared memory per block the default tiles need at least (``report``: tiny 80 KiB on sm_90,
+# small 128 KiB on sm_80 and 144 KiB on sm_90; sm_80 has 163 KiB, sm_90 227 KiB, sm_86/89 99 KiB).
 # A launch that still asks for more than the GPU has fails once and the network takes over.
 MIN_SHARED_BYTES = 96 * 1024
 
@@ -72,11 +72,12 @@ class MegakernelExecutor:
     """Runs stream steps of ``dit`` (a ``CausalDiT``) at batch 1 through the instruction list.
 
     ``n_programs``: queues (default: the SM count on a GPU, 1 under the interpreter);
-    ``timeout_s``: the host watchdog's limit per step; ``max_spin``: the kernel's per-wait limit.
+    ``timeout_s``: the host watchdog's limit per step; ``max_spin``: the kernel's per-wait limit;
+    ``fuse_norms``: the program layout (``compile_program``; False keeps the separate norm stages).
     """
 
     def __init__(self, dit, backend: str = "triton", n_programs: int | None = None, timeout_s: float = 2.0,
-                 max_spin: int = 1 << 20, tiles: dict[str, int] | None = None) -> None:
+                 max_spin: int = 1 << 20, tiles: dict[str, int] | None = None, fuse_norms: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"megakernel backend must be one of {BACKENDS}, got {backend!r}")
         self.dit, self.config, self.backend = dit, dit.config, backend
@@ -88,6 +89,7 @@ class MegakernelExecutor:
         if self.device.type == "cuda":  # every program must be resident, or waits can deadlock
             n_programs = min(n_programs, torch.cuda.get_device_properties(self.device).multi_processor_count)
         self.n_programs, self.timeout_s, self.max_spin = n_programs, timeout_s, max_spin
+        self.fuse_norms = fuse_norms
         self.tiles = tiles or (gpu_tiles(self.config) if self.device.type == "cuda" else cpu_tiles())
         self.weights = Weights.from_dit(dit)
         self.error = torch.zeros(4, device=self.device, dtype=torch.int32)  # see kernel.launch
@@ -103,7 +105,7 @@ class MegakernelExecutor:
         if tokens_per_frame not in self._plans:
             shape = Shape.from_config(self.config, tokens_per_frame, **self.tiles)
             n = 1 if self.backend == "interpreter" else self.n_programs
-            program = compile_program(shape, n).to(self.device)
+            program = compile_program(shape, n, fuse_norms=self.fuse_norms).to(self.device)
             bufs = StepBuffers.allocate(shape, self.device, self.dtype)
             counters = torch.zeros(program.n_counters, device=self.device, dtype=torch.int32)
             self._plans[tokens_per_frame] = (program, bufs, counters)

@@ -14,15 +14,17 @@ import torch
 import torch.nn.functional as F
 
 from .buffers import StepBuffers, Weights
-from .program import SIGNAL, WAITS, Op, Program
+from .program import FUSED_NORM, SIGNAL, WAITS, Op, Program
 
 
-def _ln_rows(bufs: StepBuffers, layer: int, which: int, r0: int, r1: int, n: int, eps: float) -> None:
+def _ln_rows(bufs: StepBuffers, layer: int, which: int, r0: int, r1: int, n: int, eps: float) -> torch.Tensor:
+    """Norm ``which`` of x's rows r0..r1, rounded to h's dtype (what an LN tile stores, and what a
+    fused matmul tile feeds its dot)."""
     x = bufs.x[r0:r1].float()
     y = F.layer_norm(x, (x.shape[-1],), eps=eps)
     frame = torch.arange(r0, r1, device=x.device) // n
     a, c = bufs.norm_ac[layer, which, 0, frame].float(), bufs.norm_ac[layer, which, 1, frame].float()
-    bufs.h[r0:r1] = (y * a + c).to(bufs.h.dtype)
+    return (y * a + c).to(bufs.h.dtype)
 
 
 def _gelu(y: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,7 @@ class Interpreter:
         r0, r1 = a, min(a + s.block_m, s.rows)
         op = Op(op)
         if op == Op.LN:
-            _ln_rows(bufs, layer, b, r0, r1, s.tokens_per_frame, self.eps)
+            bufs.h[r0:r1] = _ln_rows(bufs, layer, b, r0, r1, s.tokens_per_frame, self.eps)
         elif op == Op.QK_ROPE:
             self._qk_rope(bufs, layer, b, r0, r1)
         elif op == Op.ATTN_PART:
@@ -106,7 +108,11 @@ class Interpreter:
                     Op.MM_F1: "f1", Op.MM_F2: "f2"}[op]
             wt, bias = getattr(w, f"w_{name}")[layer], getattr(w, f"b_{name}")[layer]
         r1, c1 = min(r0 + s.block_m, a.shape[0]), min(c0 + s.block_n, wt.shape[0])
-        y = a[r0:r1].float() @ wt[c0:c1].float().T + bias[c0:c1].float()
+        if self.program.fuse_norms and op in FUSED_NORM:  # the tile normalises x's rows itself
+            rows = _ln_rows(bufs, layer, FUSED_NORM[op], r0, r1, s.tokens_per_frame, self.eps)
+        else:
+            rows = a[r0:r1]
+        y = rows.float() @ wt[c0:c1].float().T + bias[c0:c1].float()
         if op == Op.MM_F1:
             y = _gelu(y)
         elif op in (Op.MM_O, Op.MM_F2):

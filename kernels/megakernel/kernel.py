@@ -52,7 +52,7 @@ def _megakernel(
     w_out, b_out,  # reads (PO, D), (PO,)
     # Step buffers (see buffers.StepBuffers)
     x,  # reads and writes the residual stream (M, D)
-    h,  # writes and reads the normalised rows (M, D)
+    h,  # writes and reads the normalised rows (M, D); unused with FUSE_NORMS
     qkv,  # writes and reads (M, 3A)
     q,  # writes and reads the rotated queries (H, M, DH)
     attn,  # writes and reads the self/cross attention output (M, A)
@@ -75,7 +75,7 @@ def _megakernel(
     M, T, N, S, LT, PO, FP,
     L, D: tl.constexpr, AD: tl.constexpr, H: tl.constexpr, DH: tl.constexpr, FFN: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKV: tl.constexpr, BD: tl.constexpr,
-    BLT: tl.constexpr, LN_ROWS: tl.constexpr, IEEE: tl.constexpr,
+    BLT: tl.constexpr, LN_ROWS: tl.constexpr, IEEE: tl.constexpr, FUSE_NORMS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid == 0:
@@ -126,11 +126,17 @@ def _megakernel(
         tl.debug_barrier()
         if (ok != 0) & (idx <= last):
             lay = layer.to(tl.int64)
-            if op == 0:  # Op.LN
-                ln_tile(x, h, norm_ac + ((lay * 3 + b) * 2) * T * D, a, M, T, N, eps, D, BM, BD, LN_ROWS)
-            elif op == 1:  # Op.MM_QKV
-                mm_tile(h, w_qkv + lay * 3 * AD * D, b_qkv + lay * 3 * AD, qkv, b_qkv, M, 3 * AD, D, a, b, N,
-                        0, BM, BN, BK, IEEE)
+            # With FUSE_NORMS the matmuls of program.FUSED_NORM read x and normalise it themselves.
+            src = h
+            if FUSE_NORMS:
+                src = x
+            ac = norm_ac + lay * 3 * 2 * T * D  # this layer's (3, 2, T, D) norm tables
+            if op == 0:  # Op.LN (only without FUSE_NORMS)
+                if not FUSE_NORMS:
+                    ln_tile(x, h, ac + b * 2 * T * D, a, M, T, N, eps, D, BM, BD, LN_ROWS)
+            elif op == 1:  # Op.MM_QKV (norm ATTN)
+                mm_tile(src, w_qkv + lay * 3 * AD * D, b_qkv + lay * 3 * AD, qkv, b_qkv, ac, M, 3 * AD, D, a, b, N,
+                        T, eps, 0, FUSE_NORMS, BM, BN, BK, IEEE)
             elif op == 2:  # Op.QK_ROPE
                 qk_rope_tile(qkv, q_norm + lay * DH, k_norm + lay * DH, cos, sin, slot_idx, q,
                              ring_k + lay * H * S * N * DH, ring_v + lay * H * S * N * DH,
@@ -142,43 +148,47 @@ def _megakernel(
             elif op == 4:  # Op.ATTN_REDUCE
                 attn_reduce_tile(part_acc, part_ml, attn, b, a, M, H, S, DH, BM)
             elif op == 5:  # Op.MM_O: x += gate1 * (attn @ Wo^T + b)
-                mm_tile(attn, w_o + lay * D * AD, b_o + lay * D, x, gates + lay * 2 * T * D, M, D, AD, a, b, N,
-                        2, BM, BN, BK, IEEE)
+                mm_tile(attn, w_o + lay * D * AD, b_o + lay * D, x, gates + lay * 2 * T * D, ac, M, D, AD, a, b, N,
+                        T, eps, 2, False, BM, BN, BK, IEEE)
             elif op == 6:  # Op.MM_CKV
-                mm_tile(text, w_ckv + lay * 2 * AD * D, b_ckv + lay * 2 * AD, ckv, b_ckv, LT, 2 * AD, D, a, b, N,
-                        0, BM, BN, BK, IEEE)
-            elif op == 7:  # Op.MM_CQ
-                mm_tile(h, w_cq + lay * AD * D, b_cq + lay * AD, cq, b_cq, M, AD, D, a, b, N, 0, BM, BN, BK, IEEE)
+                mm_tile(text, w_ckv + lay * 2 * AD * D, b_ckv + lay * 2 * AD, ckv, b_ckv, ac, LT, 2 * AD, D, a, b, N,
+                        T, eps, 0, False, BM, BN, BK, IEEE)
+            elif op == 7:  # Op.MM_CQ (norm CROSS)
+                mm_tile(src, w_cq + lay * AD * D, b_cq + lay * AD, cq, b_cq, ac + 2 * T * D, M, AD, D, a, b, N,
+                        T, eps, 0, FUSE_NORMS, BM, BN, BK, IEEE)
             elif op == 8:  # Op.CROSS_ATTN
                 cross_tile(cq, ckv, attn, b, a, M, LT, sm_scale, AD, DH, BM, BLT, IEEE)
             elif op == 9:  # Op.MM_CO: x += attn @ Wco^T + b
-                mm_tile(attn, w_co + lay * D * AD, b_co + lay * D, x, b_co, M, D, AD, a, b, N, 3, BM, BN, BK, IEEE)
-            elif op == 10:  # Op.MM_F1: gelu
-                mm_tile(h, w_f1 + lay * FFN * D, b_f1 + lay * FFN, ffn, b_f1, M, FFN, D, a, b, N,
-                        1, BM, BN, BK, IEEE)
+                mm_tile(attn, w_co + lay * D * AD, b_co + lay * D, x, b_co, ac, M, D, AD, a, b, N,
+                        T, eps, 3, False, BM, BN, BK, IEEE)
+            elif op == 10:  # Op.MM_F1: gelu (norm FFN)
+                mm_tile(src, w_f1 + lay * FFN * D, b_f1 + lay * FFN, ffn, b_f1, ac + 2 * 2 * T * D, M, FFN, D, a, b, N,
+                        T, eps, 1, FUSE_NORMS, BM, BN, BK, IEEE)
             elif op == 11:  # Op.MM_F2: x += gate2 * (ffn @ W2^T + b)
-                mm_tile(ffn, w_f2 + lay * D * FFN, b_f2 + lay * D, x, gates + (lay * 2 + 1) * T * D, M, D, FFN,
-                        a, b, N, 2, BM, BN, BK, IEEE)
-            else:  # Op.MM_OUT
-                mm_tile(h, w_out, b_out, out, b_out, M, PO, D, a, b, N, 0, BM, BN, BK, IEEE)
+                mm_tile(ffn, w_f2 + lay * D * FFN, b_f2 + lay * D, x, gates + (lay * 2 + 1) * T * D, ac, M, D, FFN,
+                        a, b, N, T, eps, 2, False, BM, BN, BK, IEEE)
+            else:  # Op.MM_OUT (norm ATTN at layer = L: the final adaLN)
+                mm_tile(src, w_out, b_out, out, b_out, ac, M, PO, D, a, b, N, T, eps, 0, FUSE_NORMS, BM, BN, BK, IEEE)
         if ok != 0:
             tl.debug_barrier()  # every thread's stores happen before the release below
             tl.atomic_add(counters + signal, 1, sem="release")
 
 
-def constexprs(shape: Shape, exact: bool) -> dict[str, int | bool]:
-    """The kernel's compile-time sizes for ``shape`` (``exact``: fp32 with IEEE dots)."""
+def constexprs(shape: Shape, exact: bool, fuse_norms: bool = True) -> dict[str, int | bool]:
+    """The kernel's compile-time sizes for ``shape`` (``exact``: fp32 with IEEE dots; ``fuse_norms``:
+    the program's layout, see ``compile_program``)."""
     s = shape
     return dict(
         D=s.dim, AD=s.attn_width, H=s.n_heads, DH=s.head_dim, FFN=s.ffn_dim,
         BM=s.block_m, BN=s.block_n, BK=s.block_k, BKV=s.block_kv, BD=triton.next_power_of_2(s.dim),
         BLT=max(16, triton.next_power_of_2(s.text_tokens)),
         LN_ROWS=min(s.block_m, max(1, 4096 // triton.next_power_of_2(s.dim))),  # ~4k fp32 values at a time
-        IEEE=exact,
+        IEEE=exact, FUSE_NORMS=fuse_norms,
     )
 
 
-def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps: int = 8) -> dict:
+def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps: int = 8,
+                   fuse_norms: bool = True) -> dict:
     """Compile the kernel for ``sm_<arch>`` without a GPU (Triton's bundled ptxas) and report shared
     memory, local-memory instructions (spills), the matrix instructions and the synchronisation
     the PTX uses. Needs TRITON_INTERPRET unset when this module was imported."""
@@ -197,7 +207,7 @@ def compile_report(shape: Shape, dtype: str = "bf16", arch: int = 90, num_warps:
     sig.update(part_acc="*fp32", part_ml="*fp32", frame_idx="*i64", token_valid="*u8", slot_idx="*i64", lane="*i64")
     sig.update({n: "i32" for n in ("QMAX", "n_instr", "max_spin", "last")}, eps="fp32", sm_scale="fp32")
     sig.update({n: "i32" for n in ("M", "T", "N", "S", "LT", "PO", "FP", "L")})
-    consts = constexprs(shape, dtype == "fp32")
+    consts = constexprs(shape, dtype == "fp32", fuse_norms)
     names = list(sig) + list(consts)
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
     src = ASTSource(fn=_megakernel, signature={**sig, **{k: "constexpr" for k in consts}}, constexprs=consts, attrs=attrs)
@@ -238,5 +248,5 @@ def launch(program: Program, weights: Weights, bufs: StepBuffers, counters, erro
         **{f.name: getattr(bufs, f.name) for f in fields(bufs)},
         QMAX=program.queues.shape[1], n_instr=len(program.instructions), max_spin=max_spin, last=last, eps=eps, sm_scale=1.0 / math.sqrt(s.head_dim),
         M=s.rows, T=s.frames, N=s.tokens_per_frame, S=s.slots, LT=s.text_tokens, PO=s.out_dim, FP=s.frame_positions,
-        L=s.n_layers, **constexprs(s, exact), num_warps=num_warps,
+        L=s.n_layers, **constexprs(s, exact, program.fuse_norms), num_warps=num_warps,
     )

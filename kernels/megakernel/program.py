@@ -17,25 +17,31 @@ program resident at once the lowest unfinished stage can always progress: no dea
 Per layer (``N`` tokens per frame, ``M = frames * N`` query rows in row tiles r, ``S`` cache
 slots; ``A = heads * head_dim`` is ``dim`` unless heads were pruned), with what each tile waits for::
 
-    LN_ATTN      r          h = LN(x) * (1 + scale1) + shift1       FFN_DOWN of the layer before, row r
-    MM_QKV       r x cols   qkv = h @ Wqkv^T + b                    LN_ATTN r
+    MM_QKV       r x cols   qkv = norm1(x) @ Wqkv^T + b             FFN_DOWN of the layer before, row r
     QK_ROPE      r x head   rms + rope of q, k; k, v -> the ring    MM_QKV row r
     ATTN_PART    r x head x slot  online-softmax partial            every QK_ROPE tile (the chunk's K/V)
     MM_CKV       text rows  ckv = text @ Wckv^T + b                 every QK_ROPE tile (so the layer
                                                                     before's cross-attention is done)
     ATTN_REDUCE  r x head   merge the S partials -> attn            ATTN_PART r, head
     MM_O         r x cols   x += gate1 * (attn @ Wo^T + b)          ATTN_REDUCE r
-    LN_CROSS     r          h = LayerNorm(x; w, b)                  MM_O r
-    MM_CQ        r x cols   cq = h @ Wcq^T + b                      LN_CROSS r
+    MM_CQ        r x cols   cq = LayerNorm(x; w, b) @ Wcq^T + b     MM_O r
     CROSS_ATTN   r x head   softmax(cq k^T) v over the prompt       MM_CQ r and every MM_CKV tile
     MM_CO        r x cols   x += attn @ Wco^T + b                   CROSS_ATTN r
-    LN_FFN       r          h = LN(x) * (1 + scale2) + shift2       MM_CO r
-    MM_F1        r x cols   ffn = gelu(h @ W1^T + b)                LN_FFN r
+    MM_F1        r x cols   ffn = gelu(norm2(x) @ W1^T + b)         MM_CO r
     MM_F2        r x cols   x += gate2 * (ffn @ W2^T + b)           MM_F1 r
 
-then the final adaLN (``LN`` with ``layer = n_layers``) and ``MM_OUT`` (patch_out), per row tile.
+with norm1(x) = LN(x) * (1 + scale1) + shift1 and norm2 likewise (adaLN), then ``MM_OUT``
+(patch_out of the final adaLN), per row tile. The matmuls that read a norm (``FUSED_NORM``)
+compute it themselves from ``x``: each column tile recomputes its row tile's mean and variance
+(one pass over K-chunks), then normalises each K-chunk as its K loop loads it. That costs a few
+redundant row reductions and saves three dependent stages per layer (one ``LN`` stage each)
+on the critical path. ``compile_program(..., fuse_norms=False)`` keeps the norms as ``Op.LN``
+stages writing ``h`` (read by the matmuls) before each of those four matmuls.
+
 Every buffer reused across layers is rewritten only after its readers are done (the waits above
-imply it; ``interpreter.simulate`` runs random orders the waits allow to check it).
+imply it; ``interpreter.simulate`` runs random orders the waits allow to check it). With the
+norms fused, ``x``'s row r is next written (by ``MM_O``, ``MM_CO`` or ``MM_F2``) only after
+every column tile of the matmul that normalises it has signalled.
 """
 from __future__ import annotations
 
@@ -75,6 +81,10 @@ class Norm(IntEnum):
     ATTN = 0  # adaLN before self-attention (also the final adaLN at layer = n_layers)
     CROSS = 1  # the cross-attention LayerNorm (affine)
     FFN = 2  # adaLN before the FFN
+
+
+# The matmuls whose input is a norm of x, and which norm (the final MM_OUT: ATTN at layer = n_layers).
+FUSED_NORM = {Op.MM_QKV: Norm.ATTN, Op.MM_CQ: Norm.CROSS, Op.MM_F1: Norm.FFN, Op.MM_OUT: Norm.ATTN}
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,8 @@ class Program:
     instructions: (I, FIELDS) int32; queues: (P, Q) int32 instruction indices, -1 padded;
     queue_len: (P,) int32; stage: (I,) int32, each instruction's stage; stage_names[s] names
     stage s and stage_tiles[s] is its tile count; counter_stage[k]: the stage counter k belongs to;
-    costs[i]: instruction i's estimated time (us).
+    costs[i]: instruction i's estimated time (us); fuse_norms: the ``FUSED_NORM`` matmuls
+    normalise ``x`` themselves (no ``Op.LN`` tiles, ``h`` unused).
     """
 
     shape: Shape
@@ -145,6 +156,7 @@ class Program:
     stage_tiles: list[int]
     counter_stage: list[int]
     costs: list[float]
+    fuse_norms: bool = True
 
     @property
     def n_programs(self) -> int:
@@ -184,7 +196,7 @@ class _Tile:
     deps: tuple[tuple[str, int], ...]  # (stage name, group) counters it waits for, complete
 
 
-def _stages(shape: Shape) -> list[tuple[str, list[_Tile]]]:
+def _stages(shape: Shape, fuse_norms: bool) -> list[tuple[str, list[_Tile]]]:
     """Every stage in order with its tiles, their counters and what they wait for."""
     s = shape
     bm, bn, m, d, dh, a = s.block_m, s.block_n, s.rows, s.dim, s.head_dim, s.attn_width
@@ -196,11 +208,22 @@ def _stages(shape: Shape) -> list[tuple[str, list[_Tile]]]:
         return [_Tile((Op.LN, layer, r * bm, which, 0), _cost(8 * bm * d, 2 * bm * d * elt), r,
                       ((dep, r),) if dep else ()) for r in range(n_rt)]
 
-    def mm(op, layer, cols, k, dep):
-        return [_Tile((op, layer, r * bm, c, 0), _cost(2 * bm * bn * k, (bm + bn) * k * elt), r, ((dep, r),))
+    def mm(op, layer, cols, k, dep, norm=False):
+        # norm: the tile also computes its rows' statistics, one more pass over its (bm, k) rows of x
+        flops, nbytes = 2 * bm * bn * k + 8 * bm * k * norm, (bm + bn + bm * norm) * k * elt
+        return [_Tile((op, layer, r * bm, c, 0), _cost(flops, nbytes), r, ((dep, r),) if dep else ())
                 for r in range(n_rt) for c in range(0, cols, bn)]
 
-    prev = None  # the stage whose row-r counter the next layer's first norm waits for
+    def normed_mm(name, op, layer, cols, dep):
+        """The stages of a matmul that reads norm ``FUSED_NORM[op]`` of x: one fused stage, or an
+        LN stage writing h and the matmul reading it."""
+        if fuse_norms:
+            return [(name, mm(op, layer, cols, d, dep, norm=True))]
+        which = FUSED_NORM[op]
+        ln_name = "final.ln" if op == Op.MM_OUT else f"{name.split('.')[0]}.ln_{which.name.lower()}"
+        return [(ln_name, ln(layer, which, dep)), (name, mm(op, layer, cols, d, ln_name))]
+
+    prev = None  # the stage whose row-r counter the next layer's first norm (or normed matmul) waits for
     for layer in range(s.n_layers):
         n = s.tokens_per_frame
         p = f"L{layer}."
@@ -216,37 +239,38 @@ def _stages(shape: Shape) -> list[tuple[str, list[_Tile]]]:
                         r, ((p + "attn_part", r * s.n_heads + h),)) for r in range(n_rt) for h in heads]
         cross = [_Tile((Op.CROSS_ATTN, layer, r * bm, h, 0), _cost(4 * bm * s.text_tokens * dh, 2 * s.text_tokens * dh * elt),
                        r, ((p + "cross_q", r), (p + "ckv", 0))) for r in range(n_rt) for h in heads]
+        out += normed_mm(p + "qkv", Op.MM_QKV, layer, 3 * a, prev)
         out += [
-            (p + "ln_attn", ln(layer, Norm.ATTN, prev)),
-            (p + "qkv", mm(Op.MM_QKV, layer, 3 * a, d, p + "ln_attn")),
             (p + "qk_rope", rope),
             (p + "attn_part", part),
             (p + "ckv", ckv),
             (p + "attn_reduce", reduce),
             (p + "out_proj", mm(Op.MM_O, layer, d, a, p + "attn_reduce")),
-            (p + "ln_cross", ln(layer, Norm.CROSS, p + "out_proj")),
-            (p + "cross_q", mm(Op.MM_CQ, layer, a, d, p + "ln_cross")),
+        ]
+        out += normed_mm(p + "cross_q", Op.MM_CQ, layer, a, p + "out_proj")
+        out += [
             (p + "cross_attn", cross),
             (p + "cross_out", mm(Op.MM_CO, layer, d, a, p + "cross_attn")),
-            (p + "ln_ffn", ln(layer, Norm.FFN, p + "cross_out")),
-            (p + "ffn_up", mm(Op.MM_F1, layer, s.ffn_dim, d, p + "ln_ffn")),
-            (p + "ffn_down", mm(Op.MM_F2, layer, d, s.ffn_dim, p + "ffn_up")),
         ]
+        out += normed_mm(p + "ffn_up", Op.MM_F1, layer, s.ffn_dim, p + "cross_out")
+        out += [(p + "ffn_down", mm(Op.MM_F2, layer, d, s.ffn_dim, p + "ffn_up"))]
         prev = p + "ffn_down"
-    last = s.n_layers
-    out += [("final.ln", ln(last, Norm.ATTN, prev)), ("final.patch_out", mm(Op.MM_OUT, last, s.out_dim, d, "final.ln"))]
+    out += normed_mm("final.patch_out", Op.MM_OUT, s.n_layers, s.out_dim, prev)
     return out
 
 
-def compile_program(shape: Shape, n_programs: int) -> Program:
+def compile_program(shape: Shape, n_programs: int, fuse_norms: bool = True) -> Program:
     """The instruction list of one denoising step and its assignment to ``n_programs`` queues.
+
+    fuse_norms: the matmuls that read a norm compute it (the default); False: separate ``Op.LN``
+    stages write ``h`` first (three stages more per layer, one more for the final norm).
 
     Scheduling: within each stage, tiles go largest estimated cost first to the program with the
     least work in that stage (ties: least work overall), so every stage ends as evenly as it can.
     """
     if n_programs < 1:
         raise ValueError("n_programs must be >= 1")
-    stages = _stages(shape)
+    stages = _stages(shape, fuse_norms)
     counter: dict[tuple[str, int], int] = {}  # (stage, group) -> counter index
     counter_stage: list[int] = []
     tiles_of: dict[int, int] = {}  # counter -> tiles that signal it
@@ -291,6 +315,7 @@ def compile_program(shape: Shape, n_programs: int) -> Program:
         stage_tiles=[len(tiles) for _, tiles in stages],
         counter_stage=counter_stage,
         costs=costs,
+        fuse_norms=fuse_norms,
     )
 
 

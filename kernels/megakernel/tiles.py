@@ -2,7 +2,8 @@
 
 Each computes one instruction's tile (see ``program.Op``) in fp32 registers and stores it in
 its buffer's dtype; ``interpreter.Interpreter`` has the torch twin of each. Simple and correct
-first: one ``tl.dot`` matmul tile, row-wise norms, an online-softmax attention tile.
+first: one ``tl.dot`` matmul tile (optionally normalising its input rows), row-wise norms, an
+online-softmax attention tile.
 """
 from __future__ import annotations
 
@@ -22,32 +23,62 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 @triton.jit
 def mm_tile(
-    a_ptr,  # reads A (rows, K), row-major
+    a_ptr,  # reads A (rows, K), row-major; with NORM, x (rows, D = K), normalised on the fly
     w_ptr,  # reads W (cols, K), row-major (an nn.Linear weight)
     bias_ptr,  # reads the bias (cols,)
     out_ptr,  # writes out (rows, cols); EPI_GATED / EPI_RESIDUAL also read it (the residual)
     gate_ptr,  # reads the gate (T, cols) for EPI_GATED: row r uses frame r // n_tok
-    rows, cols, K, r0, c0, n_tok,
-    EPI: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr,
+    ac_ptr,  # reads the norm's (2, T, K) table with NORM: a at [0, frame], c at [1, frame]
+    rows, cols, K, r0, c0, n_tok, T, eps,
+    EPI: tl.constexpr, NORM: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
-    """out[r0:r0+BM, c0:c0+BN] = epilogue(A @ W^T + bias)."""
+    """out[r0:r0+BM, c0:c0+BN] = epilogue(A @ W^T + bias); with NORM, A = LayerNorm(x) * a[frame] +
+    c[frame] (no affine inside the norm), rounded to x's dtype as an LN tile would store it."""
     rm = r0 + tl.arange(0, BM)
     rn = c0 + tl.arange(0, BN)
+    rmask = rm < rows
+    frame = rm // n_tok
+    mean = tl.zeros((BM,), tl.float32)
+    rstd = tl.zeros((BM,), tl.float32)
+    if NORM:
+        # Row statistics in one pass over K-chunks (so any width works): each chunk's mean and
+        # centred sum of squares, merged into the running ones (Chan et al.); k0 columns seen so far.
+        m2 = tl.zeros((BM,), tl.float32)
+        for k0 in range(0, K, BK):
+            rk = k0 + tl.arange(0, BK)
+            kmask = rk < K
+            xa = tl.load(a_ptr + rm[:, None] * K + rk[None, :], mask=rmask[:, None] & kmask[None, :],
+                         other=0.0).to(tl.float32)
+            nb = tl.sum(kmask.to(tl.float32), axis=0)
+            mb = tl.sum(xa, axis=1) / nb
+            xc = tl.where(kmask[None, :], xa - mb[:, None], 0.0)
+            seen = k0 * 1.0
+            delta = mb - mean
+            mean += delta * (nb / (seen + nb))
+            m2 += tl.sum(xc * xc, axis=1) + delta * delta * (seen * nb / (seen + nb))
+        rstd = 1.0 / tl.sqrt(m2 / K + eps)
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
-        a = tl.load(a_ptr + rm[:, None] * K + rk[None, :], mask=(rm[:, None] < rows) & (rk[None, :] < K), other=0.0)
+        amask = rmask[:, None] & (rk[None, :] < K)
+        a = tl.load(a_ptr + rm[:, None] * K + rk[None, :], mask=amask, other=0.0)
+        if NORM:  # masked columns: a = c = 0, so they stay 0
+            sa = tl.load(ac_ptr + frame[:, None] * K + rk[None, :], mask=amask, other=0.0).to(tl.float32)
+            sc = tl.load(ac_ptr + (T + frame)[:, None] * K + rk[None, :], mask=amask, other=0.0).to(tl.float32)
+            y = (a.to(tl.float32) - mean[:, None]) * rstd[:, None] * sa + sc
+            a = y.to(a_ptr.dtype.element_ty)
         w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=(rn[:, None] < cols) & (rk[None, :] < K), other=0.0)
         acc += _dot(a, tl.trans(w), IEEE)
     acc += tl.load(bias_ptr + rn, mask=rn < cols, other=0.0).to(tl.float32)[None, :]
-    mask = (rm[:, None] < rows) & (rn[None, :] < cols)
+    mask = rmask[:, None] & (rn[None, :] < cols)
     out_offs = rm[:, None] * cols + rn[None, :]
     if EPI == 1:
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)  # tanh-GELU, as kernels/gelu.py
         u = tl.minimum(tl.maximum(u, -15.0), 15.0)
         acc = 0.5 * acc * (2.0 - 2.0 / (tl.exp(2.0 * u) + 1.0))
     if EPI == 2:
-        gate = tl.load(gate_ptr + (rm // n_tok)[:, None] * cols + rn[None, :], mask=mask, other=0.0)
+        gate = tl.load(gate_ptr + frame[:, None] * cols + rn[None, :], mask=mask, other=0.0)
         acc = tl.load(out_ptr + out_offs, mask=mask, other=0.0).to(tl.float32) + gate.to(tl.float32) * acc
     if EPI == 3:
         acc = tl.load(out_ptr + out_offs, mask=mask, other=0.0).to(tl.float32) + acc

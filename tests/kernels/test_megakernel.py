@@ -74,6 +74,37 @@ def test_program_covers_every_tile_once_in_stage_order():
     assert stage_of_layer(prog, 3) == len(prog.stage_names) - 1
 
 
+def test_fused_norms_take_three_stages_per_layer_off(device):
+    """The default layout: the matmuls that read a norm compute it, so a layer has 11 stages, not
+    14, and the final norm goes too. It still makes the network's step; the old layout (LN stages
+    writing h) stays available and the Triton program still matches the interpreter on it."""
+    from morphcam.kernels.megakernel.program import FUSED_NORM
+
+    cfg = small_config()
+    shape = Shape.from_config(cfg, tokens_per_frame=40, block_m=16, block_n=32, block_k=32, block_kv=16)
+    fused, split = compile_program(shape, 3), compile_program(shape, 3, fuse_norms=False)
+    assert fused.fuse_norms and not split.fuse_norms
+    assert [sum(n.startswith("L0.") for n in p.stage_names) for p in (split, fused)] == [14, 11]
+    assert len(split.stage_names) - len(fused.stage_names) == 3 * cfg.n_layers + 1
+    assert not (fused.instructions[:, OP] == Op.LN).any()
+    assert (split.instructions[:, OP] == Op.LN).sum() == (3 * cfg.n_layers + 1) * 3  # 3 row tiles each
+    # Each normed matmul waits for what its norm waited for: layer 1's QKV for layer 0's FFN-down.
+    qkv1 = fused.instructions[(fused.instructions[:, OP] == Op.MM_QKV) & (fused.instructions[:, 1] == 1)]
+    assert {fused.stage_names[fused.counter_stage[k]] for k in qkv1[:, WAIT0].tolist()} == {"L0.ffn_down"}
+    assert set(FUSED_NORM) == {Op.MM_QKV, Op.MM_CQ, Op.MM_F1, Op.MM_OUT}
+    dit = random_dit(cfg, device, torch.float32)
+    ex = MegakernelExecutor(dit, backend="interpreter")
+    assert ex.plan(24)[0].fuse_norms
+    for ref, out, c_ref, c_out in _stream(dit, ex, 3, device):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-4, atol=1e-4)
+    old = [MegakernelExecutor(dit, backend=b, fuse_norms=False) for b in ("interpreter", "triton")]
+    rows = diff(*old, random_step(old[0]))
+    assert all(r["finite"] and r["rel"] < 1e-5 for r in rows), rows
+    for ref, out, _, _ in _stream(dit, old[0], 2, device, seed=2):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_random_orders_the_waits_allow_give_the_same_step(device):
     """The dependency counters are complete: any interleaving of 5 programs' queues that the
     waits allow computes what the in-order run computes; without one wait it would not."""
@@ -90,7 +121,7 @@ def test_random_orders_the_waits_allow_give_the_same_step(device):
         for name in StepBuffers.WRITTEN:
             torch.testing.assert_close(run.named()[name], ref.named()[name], rtol=0, atol=0, msg=name)
     cut = program.instructions.clone()
-    cut[cut[:, OP] == Op.MM_F1, WAIT0] = -1  # FFN-up no longer waits for its norm
+    cut[cut[:, OP] == Op.MM_F1, WAIT0] = -1  # FFN-up no longer waits for the residual it normalises
     broken = dataclasses.replace(program, instructions=cut)
     for seed in range(3):
         run = start.clone()
@@ -157,8 +188,8 @@ def test_diff_stops_after_an_instruction_or_a_layer(device):
     a, b = MegakernelExecutor(dit, backend="interpreter"), MegakernelExecutor(dit, backend="triton")
     start = random_step(a)
     program = a.plan(start.cos.shape[0])[0]
-    first_ln = diff(a, a, start, stop_op=0)  # only instruction 0 (an LN row tile) has run
-    assert all(r["rel"] == 0 for r in first_ln)
+    first = diff(a, a, start, stop_op=0)  # only instruction 0 (a QKV tile of layer 0) has run
+    assert all(r["rel"] == 0 for r in first)
     # Stopping after layer 0: layer 1's buffers-to-be are untouched, so x differs from a full run.
     layer0 = diff(a, b, start, stop_layer=0)
     assert all(r["rel"] < 1e-5 for r in layer0), layer0
@@ -369,3 +400,21 @@ def test_compiles_for_hopper_with_acquire_and_release():
     assert report["shared_bytes"] <= 227 * 1024
     assert report["acquire_loads"] >= 3 and report["release_adds"] >= 1 and report["barrier_before_release"]
     assert report["volatile_spin_loads"] > 0
+
+
+def test_normed_matmul_tile_on_rows_wider_than_a_k_chunk(device):
+    """The fused norm's statistics are merged over K-chunks: a width of 80 (two full chunks of 32
+    and a partial one), rows far from zero mean, two frames with their own modulation, and a
+    partial row tile, against LayerNorm in torch."""
+    from helpers.megakernel_tiles import normed_matmul
+
+    gen = torch.Generator().manual_seed(0)
+    rows, k, cols, n_tok, t, eps = 20, 80, 32, 10, 2, 1e-6
+    x = (100 + 3 * torch.randn(rows, k, generator=gen)).to(device)
+    w, b = torch.randn(cols, k, generator=gen).to(device), torch.randn(cols, generator=gen).to(device)
+    ac = torch.randn(2, t, k, generator=gen).to(device)
+    out = torch.zeros(rows, cols, device=device)
+    normed_matmul[(2,)](x, w, b, out, ac, rows, cols, k, n_tok, t, eps, BM=16, BN=32, BK=32)
+    frame = torch.arange(rows, device=device) // n_tok
+    h = torch.nn.functional.layer_norm(x, (k,), eps=eps) * ac[0, frame] + ac[1, frame]
+    torch.testing.assert_close(out, h @ w.T + b, rtol=1e-4, atol=1e-4)
