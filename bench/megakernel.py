@@ -5,7 +5,8 @@ events around each replay, synchronised after each), for each preset at its own 
 
   torch+graph       the network on the torch ops, one graph per step
   triton+graph      the network on the fused Triton kernels, one graph per step (the baseline)
-  megakernel+graph  MegakernelExecutor.denoise (torch prologue, the persistent kernel, epilogue)
+  megakernel+graph  MegakernelExecutor.denoise (torch prologue, the persistent kernel, epilogue),
+                    with the norms fused into the matmuls
   megakernel-only   the persistent kernel alone (its launch and every tile of the step)
   megakernel-split+graph  with ``--split-norms``: megakernel+graph on the first program layout, the
                     norms as their own stages (``compile_program(fuse_norms=False)``), for the A/B
@@ -89,7 +90,9 @@ class StepCase:
 
         self.cfg = cfg = ModelConfig.from_name(preset)
         self.dit = random_dit(cfg, "cuda", dtype)
-        self.executor = MegakernelExecutor(self.dit, n_programs=n_programs)
+        # The fused layout whatever the width (the executor's default picks by width), the split one
+        # beside it for the A/B.
+        self.executor = MegakernelExecutor(self.dit, n_programs=n_programs, fuse_norms=True)
         self.split = MegakernelExecutor(self.dit, n_programs=n_programs, fuse_norms=False) if split_norms else None
         latent = cfg.latent_size(cfg.width, cfg.height)
         self.cache = KVRingCache(cfg, latent, "cuda", dtype)

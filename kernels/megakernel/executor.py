@@ -68,16 +68,24 @@ def support(device: torch.device | str, dtype: torch.dtype) -> str | None:
     return None
 
 
+# Widest model whose step runs faster with the norms fused into the matmuls (H100, bf16, batch 1,
+# per step: tiny, dim 256, 786 us fused against 815 us apart; small, dim 512, 3,661 us against
+# 2,465 us, its fused sm_90 build spilling twice as many registers; bench/RESULTS.md).
+FUSE_NORMS_MAX_DIM = 256
+
+
 class MegakernelExecutor:
     """Runs stream steps of ``dit`` (a ``CausalDiT``) at batch 1 through the instruction list.
 
     ``n_programs``: queues (default: the SM count on a GPU, 1 under the interpreter);
     ``timeout_s``: the host watchdog's limit per step; ``max_spin``: the kernel's per-wait limit;
-    ``fuse_norms``: the program layout (``compile_program``; False keeps the separate norm stages).
+    ``fuse_norms``: the program layout (``compile_program``; False keeps the separate norm stages);
+    None (the default) fuses them for models up to ``FUSE_NORMS_MAX_DIM`` wide, where it measured
+    faster, and keeps them apart above it, where the fused matmul tiles spill registers.
     """
 
     def __init__(self, dit, backend: str = "triton", n_programs: int | None = None, timeout_s: float = 2.0,
-                 max_spin: int = 1 << 20, tiles: dict[str, int] | None = None, fuse_norms: bool = True) -> None:
+                 max_spin: int = 1 << 20, tiles: dict[str, int] | None = None, fuse_norms: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"megakernel backend must be one of {BACKENDS}, got {backend!r}")
         self.dit, self.config, self.backend = dit, dit.config, backend
@@ -89,7 +97,7 @@ class MegakernelExecutor:
         if self.device.type == "cuda":  # every program must be resident, or waits can deadlock
             n_programs = min(n_programs, torch.cuda.get_device_properties(self.device).multi_processor_count)
         self.n_programs, self.timeout_s, self.max_spin = n_programs, timeout_s, max_spin
-        self.fuse_norms = fuse_norms
+        self.fuse_norms = self.config.dim <= FUSE_NORMS_MAX_DIM if fuse_norms is None else fuse_norms
         self.tiles = tiles or (gpu_tiles(self.config) if self.device.type == "cuda" else cpu_tiles())
         self.weights = Weights.from_dit(dit)
         self.error = torch.zeros(4, device=self.device, dtype=torch.int32)  # see kernel.launch

@@ -11,7 +11,7 @@ import torch
 from morphcam.kernels import dispatch
 from morphcam.kernels.megakernel import Op, Shape, compile_program
 from morphcam.kernels.megakernel.diff import diff, random_dit, random_step, small_config
-from morphcam.kernels.megakernel.executor import MegakernelError, MegakernelExecutor, attach, support
+from morphcam.kernels.megakernel.executor import FUSE_NORMS_MAX_DIM, MegakernelError, MegakernelExecutor, attach, support
 from morphcam.kernels.megakernel.buffers import StepBuffers
 from morphcam.kernels.megakernel.interpreter import Interpreter
 from morphcam.kernels.megakernel.program import OP, SIGNAL, WAIT0, WAIT1, WAITS, last_instruction_of_layer, stage_of_layer
@@ -94,7 +94,10 @@ def test_fused_norms_take_three_stages_per_layer_off(device):
     assert set(FUSED_NORM) == {Op.MM_QKV, Op.MM_CQ, Op.MM_F1, Op.MM_OUT}
     dit = random_dit(cfg, device, torch.float32)
     ex = MegakernelExecutor(dit, backend="interpreter")
-    assert ex.plan(24)[0].fuse_norms
+    assert ex.plan(24)[0].fuse_norms, "a narrow model fuses its norms by default"
+    wide = random_dit(dataclasses.replace(cfg, dim=FUSE_NORMS_MAX_DIM + 64, n_heads=2), device, torch.float32)
+    assert not MegakernelExecutor(wide, backend="interpreter").fuse_norms, "a wide one keeps them apart"
+    assert MegakernelExecutor(wide, backend="interpreter", fuse_norms=True).fuse_norms
     for ref, out, c_ref, c_out in _stream(dit, ex, 3, device):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(c_out.k, c_ref.k, rtol=1e-4, atol=1e-4)
