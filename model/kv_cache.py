@@ -143,7 +143,11 @@ class KVRingCache:
         self.frames_seen += self.config.frames_per_step
 
     def reset(self) -> None:
-        """Forget every frame; buffers are kept (and overwritten before they are read again)."""
+        """Forget every frame, and clear what they left: masked-out keys and values still reach
+        attention's output as 0 * value, so a non-finite value left by an earlier session (a lane
+        or spare cache is reused) would turn the next session's frames to NaN."""
+        for buf in (self.k, self.v, self.x_in, self.cond):
+            buf.zero_()
         self.token_valid.fill_(False)
         self.frame_idx.zero_()
         self.pos.zero_()

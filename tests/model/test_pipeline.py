@@ -145,3 +145,23 @@ def test_prompt_modes_params_and_reset(pipe):
     pipe.close_session("a")
     pipe.close_session("a")  # unknown ids are ignored
     assert isinstance(pipe.step([("a", _frame(32, 32))])[0], KeyError)
+
+
+def test_a_reused_cache_carries_nothing_over(pipe, text_encoder):
+    """A cache handed to a new session (a spare here, a pool lane on a GPU) is cleared: values left
+    by its last session are masked out, but a masked NaN would still reach the output through
+    attention (0 * NaN), so even a cache poisoned that way gives the frames a fresh one gives."""
+    pipe.warm([(32, 32)])  # a warm size keeps its spare cache between sessions
+    _open(pipe, "a")
+    pipe.step([("a", _frame(32, 32))])
+    cache = pipe._session("a").cache
+    for name in ("k", "v", "x_in", "cond"):
+        getattr(cache, name).fill_(float("nan"))
+    pipe.close_session("a")
+    _open(pipe, "b", seed=5)
+    assert pipe._session("b").cache is cache, "the spare cache was reused"
+    reused = [pipe.step([("b", _frame(32, 32, i))])[0] for i in range(3)]
+    fresh = GeneratorPipeline(StreamGenerator(pipe.generator.model, text_encoder), "test")
+    _open(fresh, "b", seed=5)
+    for i, out in enumerate(reused):
+        assert np.array_equal(out, fresh.step([("b", _frame(32, 32, i))])[0]), f"frame {i}"
