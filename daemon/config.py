@@ -86,7 +86,7 @@ class ModelConfig:
     """Frame sizes ("WIDTHxHEIGHT") made ready at start-up, so that a stream's first frame at one of
     them replays ready work (its cache pool, staging buffers, CUDA graphs and compiled kernels,
     kept while no stream uses them) instead of building it; [] = none. The default is
-    `morphcam live`'s size ([bridge] width and height)."""
+    `morphcam live`'s default size; a [bridge] section in the same file adds its width x height."""
     prompt_snap: float = -1.0
     """A prompt whose text embedding is at least this similar (cosine, 0..1) to a wording the model
     was trained on runs as that wording: small models follow the wordings they learned far better
@@ -194,6 +194,19 @@ class Config:
     @property
     def log(self) -> LogConfig:
         return self.section("log")
+
+    def warm_frame_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The sizes the daemon makes ready at start-up: ``[model] warm_sizes``, plus the
+        ``[bridge]`` frame size when the same file configures a bridge (the size `morphcam live`
+        sends), unless warm_sizes is empty (no warm-up at all) or the size exceeds the session
+        limits."""
+        sizes = self.model.frame_sizes()
+        bridge = self.sections.get("bridge")
+        if sizes and bridge is not None:
+            size = (bridge.width, bridge.height)
+            if size not in sizes and size[0] <= self.session.max_width and size[1] <= self.session.max_height:
+                sizes += (size,)
+        return sizes
 
     def replace(self, name: str, **changes: Any) -> "Config":
         """A copy with fields of one section changed (validated like the file)."""

@@ -119,7 +119,7 @@ class Daemon:
             self._pipeline = await asyncio.to_thread(build_pipeline, self.config.model)
         # Before the worker starts (it is the pipeline's only caller afterwards) and before the
         # health service says SERVING: a stream at a warm size then replays ready work from frame 1.
-        await asyncio.to_thread(self._pipeline.warm, self.config.model.frame_sizes())
+        await asyncio.to_thread(self._pipeline.warm, self.config.warm_frame_sizes())
         self.metrics.watch_builds(self._pipeline.build_counts)
         self.worker = BatchWorker(self._pipeline, self.metrics, self.config.model.max_batch,
                                   self.config.model.batch_wait_ms / 1000)

@@ -59,6 +59,17 @@ def test_warm_sizes(tmp_path):
         cfg.Config().replace("model", warm_sizes=("big",))
 
 
+def test_a_bridge_in_the_same_file_warms_its_size(tmp_path):
+    """`morphcam live` starts the daemon with its own file: the bridge's size is made ready too."""
+    bridge = '[bridge]\nwidth = 640\nheight = 360\n'
+    assert _load(tmp_path, bridge).warm_frame_sizes() == ((512, 288), (640, 360))
+    assert _load(tmp_path, bridge + '[model]\nwarm_sizes = ["640x360"]\n').warm_frame_sizes() == ((640, 360),)
+    assert _load(tmp_path, bridge + "[model]\nwarm_sizes = []\n").warm_frame_sizes() == (), "[] still means none"
+    assert _load(tmp_path, "[model]\nwarm_sizes = [\"256x144\"]\n").warm_frame_sizes() == ((256, 144),)
+    small_limit = bridge + "[session]\nmax_width = 600\n"
+    assert _load(tmp_path, small_limit).warm_frame_sizes() == ((512, 288),), "a size no stream may use is skipped"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(cfg.ConfigError, match="does not exist"):
         cfg.load(tmp_path / "nope.toml")
