@@ -67,7 +67,7 @@ class StepInputs:
 class StreamGenerator:
     """Runs a ``RestyleModel`` over live streams.
 
-    ``text_encoder`` defaults to a ``TextEncoder`` on the model's device; tests pass a shared one.
+    ``text_encoder`` defaults to a ``TextEncoder`` on the CPU; tests pass a shared one.
     ``prompt_snap``: run prompts near a trained wording as that wording (``model.prompt_snap``).
     ``steady_noise``: "off" (fresh noise every frame), "on" (the same noise every frame: a still
     input gives a still output) or "auto" (on while the prompt is a deterministic built-in style,
@@ -88,7 +88,10 @@ class StreamGenerator:
         self.config: ModelConfig = model.config
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.text = text_encoder or TextEncoder(self.config.text_tokens, self.device, self.dtype)
+        # The encoder and its cache stay on the CPU in float32 (``embed`` moves each prompt's
+        # conditioning to the device): a daemon embeds new prompts on another thread than the one
+        # replaying CUDA graphs, and that thread must issue no GPU work while a graph is captured.
+        self.text = text_encoder or TextEncoder(self.config.text_tokens)
         if self.text.text_tokens != self.config.text_tokens:
             raise ValueError(
                 f"text encoder pads to {self.text.text_tokens} tokens but the model expects {self.config.text_tokens}"
