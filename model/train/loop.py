@@ -13,6 +13,7 @@ line gives the bytes the pool holds on the device.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -214,11 +215,13 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # ---- steps ------------------------------------------------------------------------------------
-    def _loss(self, objective, batch, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, objective, batch, step: int, rank: int,
+              draws: TrainConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The stage's loss on one ClipBatch, with the draws of (step, rank), and its detached
         diagnostics: (4,) [l1, l2, grad, latent_rms] for the autoencoder, (T,) the velocity MSE
         at each clip position for the denoiser (and prune), (4,) flow and consistency MSE sums and
-        frame counts for shortcut. A LatentClipBatch goes to the objective as latents."""
+        frame counts for shortcut. A LatentClipBatch goes to the objective as latents. ``draws``:
+        the config the noise levels are drawn by, when not the run's own."""
         encoded = isinstance(batch, LatentClipBatch)
         inputs = batch.inputs.to(self.device, non_blocking=True)
         targets = batch.targets.to(self.device, non_blocking=True)
@@ -234,7 +237,7 @@ class Trainer:
             else:
                 h, w = mc.latent_size(inputs.shape[-1], inputs.shape[-2])
                 shape = (*inputs.shape[:2], mc.latent_channels, h, w)
-            draw = draw_forcing(self.config, shape, host_gen, dev_gen, self.device)
+            draw = draw_forcing(draws or self.config, shape, host_gen, dev_gen, self.device)
             pooled, tokens = self.text(batch.prompts)
             if isinstance(getattr(objective, "module", objective), ShortcutObjective):
                 shortcut = draw_shortcut(self.config, draw, host_gen, dev_gen, self.device)
@@ -267,6 +270,15 @@ class Trainer:
         ``model`` (same latent size, e.g. before pruning), that model's denoiser loss instead."""
         objective = self.eval_objective if model is None else DenoiserObjective(model, self.config)
         losses = [self._loss(objective, b, i, 2**20)[0] for i, b in enumerate(self.eval_data)]
+        return float(torch.stack(losses).mean()) if losses else float("nan")
+
+    @torch.no_grad()
+    def evaluate_sampler_levels(self) -> float:
+        """``evaluate`` with every frame at the sampler's own noise levels (the 1-2 levels each
+        streamed frame goes through), the same batches and other draws: the eval loss averages
+        every level, and can stay flat while the sampled frames still improve."""
+        draws = dataclasses.replace(self.config, sampler_prob=1.0)
+        losses = [self._loss(self.eval_objective, b, i, 2**20, draws)[0] for i, b in enumerate(self.eval_data)]
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
     def _log_pool(self) -> None:
@@ -341,7 +353,10 @@ class Trainer:
                 stats_sum = 0.0
                 n, t0, self._data_seconds = 0, time.perf_counter(), 0.0
             if env.is_main and self.eval_data and self.step % cfg.eval_interval == 0:
-                self._log({"event": "eval", "step": self.step, "eval_loss": self.evaluate()})
+                record = {"event": "eval", "step": self.step, "eval_loss": self.evaluate()}
+                if cfg.stage in ("denoiser", "prune"):
+                    record["eval_loss_sampler"] = self.evaluate_sampler_levels()
+                self._log(record)
             if self.step % cfg.ckpt_interval == 0 and self.step < last:
                 self.save()
         bar.close()

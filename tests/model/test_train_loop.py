@@ -121,8 +121,9 @@ def test_cli_trains_a_checkpoint_the_daemon_serves(tmp_path):
     assert morphcam(["train", "denoiser", "--init", str(ae), "--out", str(dn), *common]) == 0
     ckpt = dn / "model.safetensors"
     assert (dn / STATE_FILENAME).is_file() and ckpt.stat().st_size <= 25 * 2**20
-    events = [json.loads(line)["event"] for line in (dn / "log.jsonl").read_text().splitlines()]
-    assert events == ["train", "train", "eval", "done"]
+    records = [json.loads(line) for line in (dn / "log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["train", "train", "eval", "done"]
+    assert records[2]["eval_loss"] > 0 and records[2]["eval_loss_sampler"] > 0
     # The denoiser run started from the autoencoder run's weights and kept them frozen.
     from morphcam.model.checkpoint import read_checkpoint
 
@@ -170,3 +171,12 @@ def test_cli_trains_on_a_folder_of_ones_own_paired_clips(tmp_path):
                      "--eval-batches", "0", "--log-interval", "1", "--quiet"]) == 0
     events = [json.loads(line)["event"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert events[:2] == ["train", "train"] and (out / "model.safetensors").is_file()
+
+
+def test_the_sampler_level_eval_moves_only_the_noise_levels(tmp_path, text_encoder):
+    """With every training frame already at the sampler's levels the two evals are the same
+    number; with none, the sampler-level eval differs (it draws other levels)."""
+    at_levels = _trainer(train_config(tmp_path / "a", stage="denoiser", steps=1, frames=3, sampler_prob=1.0), text_encoder)
+    assert at_levels.evaluate_sampler_levels() == at_levels.evaluate()
+    mixed = _trainer(train_config(tmp_path / "b", stage="denoiser", steps=1, frames=3, sampler_prob=0.0), text_encoder)
+    assert mixed.evaluate_sampler_levels() != mixed.evaluate()
