@@ -113,15 +113,20 @@ class StreamGenerator:
         return attach(self, executor)
 
     # ---- prompts --------------------------------------------------------------------------------
+    def _wordings(self, prompts: str | Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+        """``(text, weight)`` pairs of ``prompts``, each text as the model runs it (after prompt snapping)."""
+        pairs = [(prompts, 1.0)] if isinstance(prompts, str) else list(prompts)
+        if self.prompt_snap is None:
+            return pairs
+        return [(self.prompt_snap.resolve(t, self.text)[0], w) for t, w in pairs]
+
     def _steady(self, prompts: str | Sequence[tuple[str, float]]) -> bool:
         """Whether a session under ``prompts`` draws the same noise every frame (``steady_noise``)."""
         if self.steady_noise != "auto":
             return self.steady_noise == "on"
         from .teachers import teacher_for_prompt
 
-        texts = [prompts] if isinstance(prompts, str) else [t for t, _ in prompts]
-        for text in texts:
-            wording = self.prompt_snap.resolve(text, self.text)[0] if self.prompt_snap is not None else text
+        for wording, _ in self._wordings(prompts):
             teacher = teacher_for_prompt(wording)
             if teacher is None or teacher.generative:
                 return False
@@ -132,19 +137,14 @@ class StreamGenerator:
         ``embed``, ``set_prompt`` or ``open_session`` with them finds them cached. Safe to call
         from another thread than the one stepping streams; raises what ``embed`` would for a
         prompt that cannot be embedded."""
-        texts = [prompts] if isinstance(prompts, str) else [t for t, _ in prompts]
-        for text in texts:
-            wording = self.prompt_snap.resolve(text, self.text)[0] if self.prompt_snap is not None else text
+        for wording, _ in self._wordings(prompts):
             self.text(wording)
 
     def embed(self, prompts: str | Sequence[tuple[str, float]]) -> TextEmbedding:
         """Conditioning for one prompt or a weighted blend of up to four ``(text, weight)`` pairs."""
-        if isinstance(prompts, str):
-            prompts = [(prompts, 1.0)]
-        if not 1 <= len(prompts) <= MAX_BLEND:
+        if not isinstance(prompts, str) and not 1 <= len(prompts) <= MAX_BLEND:
             raise ValueError(f"a prompt blend has 1 to {MAX_BLEND} prompts, got {len(prompts)}")
-        if self.prompt_snap is not None:
-            prompts = [(self.prompt_snap.resolve(t, self.text)[0], w) for t, w in prompts]
+        prompts = self._wordings(prompts)
         embs = [self.text(t) for t, _ in prompts]
         e = blend(embs, [w for _, w in prompts])
         return TextEmbedding(e.pooled.to(self.device, self.dtype), e.tokens.to(self.device, self.dtype))
