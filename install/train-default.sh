@@ -65,7 +65,10 @@ fi
 
 dn_sps=$(seconds_per_step denoiser "${dn_flags[@]}" --init "$from") ||
   { echo "timing the denoiser failed" >&2; exit 1; }
-dn_steps=$(steps_for "$dn_s" "$dn_sps" 45)
+# Held back: filling the pool and saving, and with --compile the first step's compiling too.
+dn_hold=45
+[[ " ${dn_extra[*]-} " == *" --compile "* ]] && dn_hold=165
+dn_steps=$(steps_for "$dn_s" "$dn_sps" "$dn_hold")
 echo "denoiser: ${dn_sps} s/step -> ${dn_steps} steps" | tee -a "$out/commands.txt"
 cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$from"
      --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)

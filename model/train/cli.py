@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-latents", action="store_true",
                         help="denoiser, shortcut and prune: the pool keeps each clip's latents, encoded once as it "
                              "comes in, not its frames, so steps skip the frozen encoder (needs --pool)")
+    parser.add_argument("--compile", action="store_true",
+                        help="denoiser and prune: torch.compile the clip forward and backward, which fuses the "
+                             "step's many small kernels (the first step compiles for a minute or more)")
     parser.add_argument("--ae-skip", action="store_true",
                         help="autoencoder with linear skip paths (the preset's model otherwise); pass it to both "
                              "the autoencoder and the denoiser stage")
@@ -178,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pool_size=args.pool,
         pool_refresh=args.pool_refresh,
         pool_latents=args.pool_latents,
+        compile=args.compile,
         quiet=args.quiet,
     )
 

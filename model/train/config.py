@@ -18,11 +18,11 @@ STAGES = ("autoencoder", "denoiser", "shortcut", "prune")
 PRECISIONS = ("auto", "fp32", "bf16")
 NOISE_SAMPLINGS = ("logit_normal", "uniform")
 LOSS_WEIGHTINGS = ("uniform", "x0", "cosmap")
-# ``pool_latents`` is here too: it changes where the frozen encoder runs, not what a step
-# computes, and a resumed run refills its pool anyway.
+# ``pool_latents`` and ``compile`` are here too: they change where the frozen encoder runs and
+# how the step's kernels are made, not what a step computes (a resumed run refills its pool anyway).
 RUN_CONTROL_FIELDS = frozenset(
     {"steps", "eval_interval", "eval_batches", "ckpt_interval", "log_interval", "out_dir", "resume", "device", "quiet",
-     "pool_latents"}
+     "pool_latents", "compile"}
 )
 
 
@@ -183,6 +183,10 @@ class TrainConfig:
     # Stages with a frozen autoencoder: the pool keeps each clip's latents, encoded once as the
     # clip enters it, instead of its frames, so the steps skip the encoder (pool.py).
     pool_latents: bool = False
+    # Denoiser and prune stages: the clip forward and its backward go through torch.compile
+    # (inductor), which fuses the step's thousands of small elementwise kernels; the first step
+    # compiles (a minute or more). Self-rollouts and evals stay eager.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         p = []
@@ -236,6 +240,8 @@ class TrainConfig:
             p.append(f"pool_size must be 0 (off) or at least the batch size {self.batch_size}, got {self.pool_size}")
         if self.pool_size and not 0 <= self.pool_refresh <= self.pool_size:
             p.append(f"pool_refresh must be in [0, pool_size], got {self.pool_refresh}")
+        if self.compile and self.stage not in ("denoiser", "prune"):
+            p.append(f"compile is for the denoiser and prune stages (their clip forward), not {self.stage}: drop it")
         if self.pool_latents and self.stage == "autoencoder":
             p.append("pool_latents is for the stages with a frozen autoencoder (denoiser, shortcut, prune): "
                      "the autoencoder stage trains on frames, drop it")

@@ -63,6 +63,11 @@ class DenoiserObjective(nn.Module):
         # Masks and frame indices depend only on the clip's shape; building them copies small
         # tensors to the device, which on CUDA would wait for the queued work every forward.
         self._contexts: dict[tuple, BlockCausalContext] = {}
+        # The compiled clip forward (config.compile), used where gradients flow: the training
+        # forward, whose shapes never change. A bound method, so it is no submodule and the
+        # model's parameter names stay as they are. Self-rollouts and evals (no gradients, a
+        # batch size that varies) run eagerly rather than compiling a graph per size.
+        self._compiled = torch.compile(model.dit.forward, dynamic=False) if config.compile else None
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -84,7 +89,8 @@ class DenoiserObjective(nn.Module):
         """One block-causal clip forward: velocity of every frame. x, cond: (B, T, C, h, w);
         sigma, step: (B, T); pooled: (B, text_dim); tokens: (B, L, text_dim). Returns x's shape."""
         ctx = self.context(x.shape[1], x.shape[-2:], x.device)
-        return self.model.dit(x, cond, sigma, step, pooled, tokens, ctx)
+        forward = self._compiled if self._compiled is not None and torch.is_grad_enabled() else self.model.dit
+        return forward(x, cond, sigma, step, pooled, tokens, ctx)
 
     @torch.no_grad()
     def self_rollout(
