@@ -10,8 +10,10 @@ encoder). A steady chunk (the window full) is timed, synchronised after each chu
 Arms (all with the same attention, chosen first; every arm does the same work per chunk):
   eager          the torch path
   graph          the torch path, the whole chunk replayed as one CUDA graph
-  triton+graph   the Triton kernels (norms, modulation, QK-norm + RoPE + ring write, GELU,
-                 residuals) with the chosen attention, as one CUDA graph
+  triton+graph   the Triton kernels (norms, modulation, QK-norm + RoPE + ring write, residuals)
+                 with the chosen attention, the FFN's GELU in cuBLASLt's GEMM epilogue, as one graph
+  triton+graph, GELU kernel
+                 the same with the FFN's GELU as a separate Triton kernel after its GEMM
   compile+graph  (--compile; takes minutes) torch.compile(max-autotune-no-cudagraphs) of the chunk
                  with the cache writes and the attention outside the compiled regions, as one graph
 
@@ -292,11 +294,13 @@ def main() -> None:
     roof_fps = frames_per_chunk / (flops / (ceilings["matmul_TFLOPs"] * 1e12))
     print(f"{flops / 1e12:.1f} TFLOP per chunk -> {roof_fps:.1f} fps at this run's matmul ceiling", flush=True)
 
-    arms = [("eager", "torch", False), ("graph", "torch", True), ("triton+graph", "triton", True)]
+    # (name, kernel backend, CUDA graph, FFN GELU in the GEMM's epilogue)
+    arms = [("eager", "torch", False, False), ("graph", "torch", True, False), ("triton+graph", "triton", True, True),
+            ("triton+graph, GELU kernel", "triton", True, False)]
     if args.compile:
-        arms.append(("compile+graph", "torch", True))
+        arms.append(("compile+graph", "torch", True, False))
     rows, splits, top_other = [], {}, {}
-    for arm, backend, graphed in arms:
+    for arm, backend, graphed, epilogue in arms:
         print(f"  {arm} ...", flush=True)
         r = None
         # A graph that cannot be captured with the chosen attention falls back to FLASH.
@@ -304,7 +308,7 @@ def main() -> None:
             chunk = None
             try:
                 chunk = Chunk(gen, attn, width, height)
-                with dispatch.force(backend):
+                with dispatch.force(backend), dispatch.gemm_epilogues(epilogue):
                     if arm.startswith("compile"):
                         _compile(chunk)
                     for _ in range(args.warmup):
@@ -327,7 +331,7 @@ def main() -> None:
             rows.append({"arm": arm, "error": error})
             continue
         fps = frames_per_chunk / (r["p50_ms"] / 1e3)
-        row = {"arm": arm, "attention": attn, "chunk_p50_ms": r["p50_ms"],
+        row = {"arm": arm, "attention": attn, "gelu_epilogue": epilogue, "chunk_p50_ms": r["p50_ms"],
                "chunk_p99_ms": r["p99_ms"], "fps_dit_only": fps,
                "ms_per_forward": r["p50_ms"] / (len(cfg.sigmas) + 1), "share_of_67_9_fps": fps / LONGLIVE_CEILING_FPS,
                "share_of_roofline": fps / roof_fps}
