@@ -10,8 +10,10 @@ encoder). A steady chunk (the window full) is timed, synchronised after each chu
 Arms (all with the same attention, chosen first; every arm does the same work per chunk):
   eager          the torch path
   graph          the torch path, the whole chunk replayed as one CUDA graph
-  triton+graph   the Triton kernels (norms, modulation, QK-norm + RoPE + ring write, GELU,
-                 residuals) with the chosen attention, as one CUDA graph
+  triton+graph   the Triton kernels (norms, modulation, QK-norm + RoPE + ring write, residuals)
+                 with the chosen attention, the FFN's GELU in cuBLASLt's GEMM epilogue, as one graph
+  triton+graph, GELU kernel
+                 the same with the FFN's GELU as a separate Triton kernel after its GEMM
   compile+graph  (--compile; takes minutes) torch.compile(max-autotune-no-cudagraphs) of the chunk
                  with the cache writes and the attention outside the compiled regions, as one graph
 
@@ -19,10 +21,12 @@ Attention: the steady chunk's attention (4680 queries x 18720 keys x 12 heads x 
 SDPA's cuDNN, FLASH and memory-efficient backends and on our Triton ring kernel (keys read in the
 ring layout with the sink in place); the fastest is used for every arm. SDPA needs the per-frame
 key offsets added to the cached keys first (one copy of the keys per layer and forward); the ring
-kernel adds them on the fly. A torch.profiler pass splits the chunk's GPU time into attention,
-GEMMs and the rest. The share of LongLive's bf16 ceiling (67.9 fps at 801 TFLOP/s, measured on an
-H100 for 141.5 TFLOP per chunk) is printed beside our own: FLOPs counted per chunk against the
-matmul ceiling measured in this run.
+kernel adds them on the fly. A torch.profiler pass per graphed arm (but the compiled one) splits
+the chunk's GPU time into attention, GEMMs and the rest, and lists the 15 kernels of the rest that
+take the most time.
+The share of LongLive's bf16 ceiling (67.9 fps at 801 TFLOP/s, measured on an H100 for 141.5 TFLOP
+per chunk) is printed beside our own: FLOPs counted per chunk against the matmul ceiling measured
+in this run.
 
     python bench/longlive_shape.py --out longlive.json            # about a minute on an H100
     python bench/longlive_shape.py --compile --out longlive.json  # plus several minutes of compiling
@@ -195,8 +199,34 @@ def pick_attention(cfg: ModelConfig, width: int, height: int, dtype: torch.dtype
     return min(timed, key=lambda r: r["ms"])["attention"], rows
 
 
-def profile_split(chunk: Chunk, chunks: int = 2) -> dict:
-    """GPU time per DiT forward by kind of kernel (attention / GEMM / other), from torch.profiler."""
+ATTENTION_KERNELS = ("attention", "fmha", "flash", "cudnn", "sdpa", "_ring_attention")
+GEMM_KERNELS = ("gemm", "xmma", "cutlass", "nvjet", "matmul", "sm90_", "cublas")
+
+
+def kernel_kind(name: str) -> str:
+    """A kernel's kind from its name: "attention", "gemm" or "other"."""
+    name = name.lower()
+    if any(t in name for t in ATTENTION_KERNELS):
+        return "attention"
+    return "gemm" if any(t in name for t in GEMM_KERNELS) else "other"
+
+
+def tally_kernels(kernels, forwards: int, top: int = 15) -> tuple[dict, list[dict]]:
+    """``kernels``: (name, GPU microseconds in all, calls) per kernel name, over ``forwards`` DiT
+    forwards. Returns ms per forward by kind, and the ``top`` "other" kernels by GPU time: name
+    (cut to 90 characters), microseconds and calls per forward."""
+    split, other = {"attention": 0.0, "gemm": 0.0, "other": 0.0}, []
+    for name, us, calls in kernels:
+        kind = kernel_kind(name)
+        split[kind] += us / 1e3 / forwards
+        if kind == "other":
+            other.append({"kernel": name[:90], "us_per_forward": us / forwards, "calls_per_forward": calls / forwards})
+    return split, sorted(other, key=lambda r: -r["us_per_forward"])[:top]
+
+
+def profile_split(chunk: Chunk, chunks: int = 2) -> tuple[dict, list[dict]]:
+    """GPU time per DiT forward by kind of kernel (attention / GEMM / other), from torch.profiler,
+    and the 15 "other" kernels taking the most of it (``tally_kernels``)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -204,22 +234,14 @@ def profile_split(chunk: Chunk, chunks: int = 2) -> dict:
         for _ in range(chunks):
             chunk.run()
         torch.cuda.synchronize()
-    split = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
-    for e in prof.key_averages():
-        us = getattr(e, "self_device_time_total", None)
-        if us is None:
-            us = getattr(e, "self_cuda_time_total", 0.0)
-        if not us:
-            continue
-        name = e.key.lower()
-        if any(t in name for t in ("attention", "fmha", "flash", "cudnn", "sdpa", "_ring_attention")):
-            split["attention"] += us
-        elif any(t in name for t in ("gemm", "xmma", "cutlass", "nvjet", "matmul", "sm90_", "cublas")):
-            split["gemm"] += us
-        else:
-            split["other"] += us
+    kernels = [(e.key, _device_us(e), e.count) for e in prof.key_averages()]
     forwards = chunks * (len(chunk.gen.config.sigmas) + int(chunk.gen.config.cache_refresh))
-    return {k: v / 1e3 / forwards for k, v in split.items()}  # ms per forward
+    return tally_kernels([k for k in kernels if k[1]], forwards)
+
+
+def _device_us(event) -> float:
+    us = getattr(event, "self_device_time_total", None)  # older torch: self_cuda_time_total
+    return getattr(event, "self_cuda_time_total", 0.0) if us is None else us
 
 
 def main() -> None:
@@ -272,11 +294,13 @@ def main() -> None:
     roof_fps = frames_per_chunk / (flops / (ceilings["matmul_TFLOPs"] * 1e12))
     print(f"{flops / 1e12:.1f} TFLOP per chunk -> {roof_fps:.1f} fps at this run's matmul ceiling", flush=True)
 
-    arms = [("eager", "torch", False), ("graph", "torch", True), ("triton+graph", "triton", True)]
+    # (name, kernel backend, CUDA graph, FFN GELU in the GEMM's epilogue)
+    arms = [("eager", "torch", False, False), ("graph", "torch", True, False), ("triton+graph", "triton", True, True),
+            ("triton+graph, GELU kernel", "triton", True, False)]
     if args.compile:
-        arms.append(("compile+graph", "torch", True))
-    rows, splits = [], {}
-    for arm, backend, graphed in arms:
+        arms.append(("compile+graph", "torch", True, False))
+    rows, splits, top_other = [], {}, {}
+    for arm, backend, graphed, epilogue in arms:
         print(f"  {arm} ...", flush=True)
         r = None
         # A graph that cannot be captured with the chosen attention falls back to FLASH.
@@ -284,7 +308,7 @@ def main() -> None:
             chunk = None
             try:
                 chunk = Chunk(gen, attn, width, height)
-                with dispatch.force(backend):
+                with dispatch.force(backend), dispatch.gemm_epilogues(epilogue):
                     if arm.startswith("compile"):
                         _compile(chunk)
                     for _ in range(args.warmup):
@@ -292,9 +316,9 @@ def main() -> None:
                     if graphed:
                         chunk.capture()
                     r = time_calls(lambda i: chunk.run(), 2, args.chunks)
-                    if arm in ("graph", "triton+graph"):
+                    if graphed and not arm.startswith("compile"):
                         chunk.graph = None  # the profile runs the same kernels eagerly
-                        splits[arm] = profile_split(chunk)
+                        splits[arm], top_other[arm] = profile_split(chunk)
                 break
             except Exception as exc:  # one failing arm must not stop the others
                 print(f"    FAILED with {attn} attention: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
@@ -307,7 +331,8 @@ def main() -> None:
             rows.append({"arm": arm, "error": error})
             continue
         fps = frames_per_chunk / (r["p50_ms"] / 1e3)
-        row = {"arm": arm, "attention": attn, "chunk_p50_ms": r["p50_ms"], "chunk_p99_ms": r["p99_ms"], "fps_dit_only": fps,
+        row = {"arm": arm, "attention": attn, "gelu_epilogue": epilogue, "chunk_p50_ms": r["p50_ms"],
+               "chunk_p99_ms": r["p99_ms"], "fps_dit_only": fps,
                "ms_per_forward": r["p50_ms"] / (len(cfg.sigmas) + 1), "share_of_67_9_fps": fps / LONGLIVE_CEILING_FPS,
                "share_of_roofline": fps / roof_fps}
         rows.append(row)
@@ -318,13 +343,17 @@ def main() -> None:
         total = sum(split.values())
         print(f"GPU time per forward, {arm} kernels (profiled eagerly): " + ", ".join(
             f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in split.items()))
+    for arm, top in top_other.items():
+        print(f"top {len(top)} 'other' kernels per forward, {arm}:")
+        for r in top:
+            print(f"  {r['us_per_forward']:8.1f} us {r['calls_per_forward']:6.1f} calls  {r['kernel']}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": dataclasses.asdict(cfg),
                        "ceilings": ceilings, "flops_per_chunk": flops, "roofline_fps": roof_fps,
                        "attention": attention, "attention_candidates": attention_rows, "arms": rows,
-                       "ms_per_forward_split": splits}, f, indent=1)
+                       "ms_per_forward_split": splits, "top_other_kernels": top_other}, f, indent=1)
 
 
 def _compile(chunk: Chunk) -> None:

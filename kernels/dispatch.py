@@ -5,6 +5,10 @@ CUDA tensors when Triton can be imported, "torch" otherwise (CPU inference never
 Triton). Tests force either backend with ``force("triton")`` / ``force("torch")``; on a CPU the
 forced Triton path runs under ``TRITON_INTERPRET=1``.
 
+``use_gemm_epilogue(tensor)`` says whether a GEMM may apply its activation in cuBLASLt's
+epilogue instead (the FFN's GELU): on the same calls as the kernels, CUDA tensors only.
+Benchmarks turn it off with ``gemm_epilogues(False)`` to time the separate GELU kernel.
+
 Kernel modules are imported lazily through ``kernel(name)``, so importing this module (or the
 model) never imports Triton.
 """
@@ -22,8 +26,9 @@ import torch
 
 BACKENDS = ("triton", "torch")
 
-# The one piece of mutable state: a test or benchmark override, scoped by ``force``.
+# The only mutable state: test or benchmark overrides, scoped by ``force`` and ``gemm_epilogues``.
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("morphcam_kernel_backend", default=None)
+_epilogues: contextvars.ContextVar[bool] = contextvars.ContextVar("morphcam_gemm_epilogues", default=True)
 
 
 def interpreting() -> bool:
@@ -78,6 +83,25 @@ def use_triton(x: torch.Tensor) -> bool:
     if backend is not None:
         return backend == "triton"
     return x.is_cuda and is_available()
+
+
+@contextlib.contextmanager
+def gemm_epilogues(enabled: bool) -> Iterator[None]:
+    """Let GEMMs fuse their activation (``enabled``, the default) or not, inside the block."""
+    token = _epilogues.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _epilogues.reset(token)
+
+
+def use_gemm_epilogue(x: torch.Tensor) -> bool:
+    """Whether a GEMM on ``x`` should apply its activation in cuBLASLt's epilogue.
+
+    Where the kernels run (``use_triton``), on CUDA tensors only: the CPU's ``_addmm_activation``
+    computes the exact (erf) GELU, not the network's tanh approximation.
+    """
+    return x.is_cuda and _epilogues.get() and use_triton(x)
 
 
 @functools.lru_cache(maxsize=None)

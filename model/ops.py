@@ -44,6 +44,28 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias)``, tanh-approximated: the FFN's first half.
+
+    x: (..., K); weight: (M, K); bias: (M,). Returns (..., M). On CUDA inference one cuBLASLt
+    GEMM adds the bias and applies the GELU in its epilogue (``addmm_gelu``); elsewhere, or
+    with ``dispatch.gemm_epilogues(False)``, the GEMM is followed by ``gelu``.
+    """
+    if dispatch.use_gemm_epilogue(x):
+        return addmm_gelu(x, weight, bias)
+    return gelu(F.linear(x, weight, bias))
+
+
+def addmm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``torch._addmm_activation`` on x's 2-D view: GEMM, bias and GELU in one call.
+
+    Shapes as ``linear_gelu``. Its GELU is the tanh approximation on CUDA (in the epilogue where
+    cuBLASLt takes the shapes, else a separate kernel) but the exact erf GELU on a CPU.
+    """
+    y = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
 def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """adaLN: LayerNorm without affine, then ``x * (1 + scale) + shift``.
 
