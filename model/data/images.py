@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -111,6 +112,35 @@ def _folder_photos(folder: Path, max_side: int, label: str) -> Iterable[Photo]:
             yield Photo(f"{label}/{path.relative_to(folder)}", img)
 
 
+def _pixels_in_name(path: Path) -> int:
+    """Width x height from a name such as ``5120x2880.png`` (0 if it has none)."""
+    m = re.fullmatch(r"(\d+)x(\d+)", path.stem)
+    return int(m[1]) * int(m[2]) if m else 0
+
+
+def _wallpaper_photos(root: Path, max_side: int) -> Iterable[Photo]:
+    """One photo per wallpaper of a Plasma wallpaper folder, named ``wallpapers/NAME``.
+
+    A Plasma wallpaper is a folder ``NAME/contents/images/WIDTHxHEIGHT.ext`` holding the same
+    picture at several sizes, beside a dark variant and a screenshot of it: only its largest
+    size is taken, since its copies would be near-duplicates, and put copies of one picture on
+    both sides of the training/evaluation split. Pictures lying loose in ``root`` count too.
+    """
+    for entry in sorted(root.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in _SUFFIXES:
+            best, name = entry, entry.stem
+        elif entry.is_dir():
+            sizes = [p for p in (entry / "contents" / "images").glob("*") if p.suffix.lower() in _SUFFIXES]
+            if not sizes:
+                continue
+            best, name = max(sizes, key=lambda p: (_pixels_in_name(p), p.stat().st_size, p.name)), entry.name
+        else:
+            continue
+        img = _read_picture(best, max_side)
+        if img is not None:
+            yield Photo(f"wallpapers/{name}", img)
+
+
 def load_photos(image_dirs: Sequence[str | Path] = (), bundled: bool = True, max_side: int = 640) -> list[Photo]:
     """Every photo from the bundled sources (when ``bundled``) and ``image_dirs``, sorted by
     name, each shrunk so its longer side is at most ``max_side``."""
@@ -119,7 +149,7 @@ def load_photos(image_dirs: Sequence[str | Path] = (), bundled: bool = True, max
         for source in (_sklearn_photos, _skimage_photos):
             photos += [Photo(name, shrink(to_rgb_tensor(a), max_side)) for name, a in source()]
         if DEBIAN_WALLPAPERS.is_dir():
-            photos += list(_folder_photos(DEBIAN_WALLPAPERS, max_side, "wallpapers"))
+            photos += list(_wallpaper_photos(DEBIAN_WALLPAPERS, max_side))
     for folder in image_dirs:
         folder = Path(folder)
         if not folder.is_dir():

@@ -124,6 +124,28 @@ def test_bundled_photos_split_deterministically():
     assert [p.name for p in held] == [p.name for p in split_photos(load_photos(max_side=32), "eval")]
 
 
+def test_plasma_wallpapers_give_one_photo_each_at_their_largest_size(tmp_path, monkeypatch):
+    """Each wallpaper's sizes, dark variant and screenshot are one picture: only the largest size
+    is read, so no copy of a held-out picture lands in training."""
+    from morphcam.model.data import images
+
+    root = tmp_path / "wallpapers"
+    for name, sizes in (("Dune", ("640x480", "1920x1080", "800x600")), ("Kite", ("400x300",))):
+        (root / name / "contents" / "images_dark").mkdir(parents=True)
+        (root / name / "contents" / "images").mkdir()
+        for size in sizes:
+            w, h = map(int, size.split("x"))
+            photo_folder(root / name / "contents" / "images", n=1, width=w // 10, height=h // 10, prefix=size)
+            (root / name / "contents" / "images" / f"{size}0.png").rename(root / name / "contents" / "images" / f"{size}.png")
+        photo_folder(root / name / "contents" / "images_dark", n=1, prefix="640x480")
+        photo_folder(root / name / "contents", n=1, prefix="screenshot")
+    photo_folder(root, n=1, width=50, height=40, prefix="loose")
+    (root / "empty" / "contents").mkdir(parents=True)
+    monkeypatch.setattr(images, "DEBIAN_WALLPAPERS", root)
+    got = {p.name: tuple(p.pixels.shape) for p in load_photos(max_side=1000) if p.name.startswith("wallpapers/")}
+    assert got == {"wallpapers/Dune": (3, 108, 192), "wallpapers/Kite": (3, 30, 40), "wallpapers/loose0": (3, 40, 50)}
+
+
 # ---- paired-clip folders ---------------------------------------------------------------------
 def _write_video(path, frames: int, width: int = 64, height: int = 48, shift: int = 0) -> None:
     with VideoWriter(path, width, height, 30.0) as w:
