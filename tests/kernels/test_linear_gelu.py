@@ -50,14 +50,16 @@ def test_addmm_gelu_views_x_as_2d(shape):
     torch.testing.assert_close(ops.addmm_gelu(xt, w, b), F.gelu(F.linear(xt, w, b)), rtol=1e-5, atol=1e-5)
 
 
-def test_linear_gelu_routes(monkeypatch):
-    x, w, b = torch.randn(2, 3, 8), torch.randn(16, 8), torch.randn(16)
-    want = _reference(x, w, b)
-    torch.testing.assert_close(ops.linear_gelu(x, w, b), want)  # default on a CPU: the reference
+def test_linear_gelu_routes(monkeypatch, device):
+    """On the kernels' device (the interpreter's CPU, or the GPU): reference, GELU kernel, fused."""
+    x, w, b = (torch.randn(2, 3, 8), torch.randn(16, 8), torch.randn(16))
+    want = _reference(x, w, b).to(device)
+    x, w, b = x.to(device), w.to(device), b.to(device)
+    torch.testing.assert_close(ops.linear_gelu(x, w, b), want, rtol=1e-5, atol=1e-5)  # grad mode: the reference
     calls = []
     real = dispatch.kernel
     monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
-    with torch.no_grad(), dispatch.force("triton"):  # CPU Triton path: the GELU kernel after the GEMM
+    with torch.no_grad(), dispatch.force("triton"), dispatch.gemm_epilogues(False):  # the GELU kernel after the GEMM
         torch.testing.assert_close(ops.linear_gelu(x, w, b), want, rtol=1e-5, atol=1e-5)
     assert calls == ["gelu"]
     monkeypatch.setattr(dispatch, "use_gemm_epilogue", lambda x: True)
