@@ -347,13 +347,24 @@ def main() -> None:
     ap.add_argument("--inductor-graphs", action="store_true", help="also the max-autotune arm (inductor's CUDA graphs)")
     ap.add_argument("--budget-s", type=float, default=330.0, help="start no compile arm once the run is this many seconds old")
     ap.add_argument("--no-micro", action="store_true", help="skip the per-kernel micro-benchmarks")
+    ap.add_argument("--no-gemm-epilogue", action="store_true",
+                    help="the FFN's GELU as its own kernel after the GEMM, not in cuBLASLt's epilogue (to compare)")
     ap.add_argument("--out", help="write every number as JSON here")
     args = ap.parse_args()
+    from morphcam.kernels import dispatch
+
+    with dispatch.gemm_epilogues(not args.no_gemm_epilogue):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Every arm of every case, as ``main``'s flags say."""
     if not torch.cuda.is_available():
         raise SystemExit("bench/kernels.py needs a CUDA GPU")
     t_start = time.perf_counter()
     dtype = getattr(torch, args.dtype)
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  dtype {args.dtype}", flush=True)
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  dtype {args.dtype}  "
+          f"FFN GELU {'kernel' if args.no_gemm_epilogue else 'in the GEMM epilogue'}", flush=True)
     ceilings = measure_ceilings(dtype if dtype != torch.float32 else torch.bfloat16)
     print(f"ceilings: matmul {ceilings['matmul_TFLOPs']:.0f} TFLOP/s (8192^3), copy {ceilings['copy_GBs']:.0f} GB/s "
           f"(1 GiB device to device)", flush=True)
@@ -381,6 +392,7 @@ def main() -> None:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
+                           "gelu_epilogue": not args.no_gemm_epilogue,
                            "ceilings": ceilings, "roofline": [{"preset": p, "size": sz, **v} for (p, sz), v in roofs.items()],
                            "frames": rows, "kernels": micro}, f, indent=1)
 
