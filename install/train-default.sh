@@ -33,7 +33,8 @@ common=(--device cuda --preset tiny --ae-skip --size 256x144 --frames 8 --log-in
 ae_flags=(--batch 32 --lr 1e-3 --ema 0.995 --pool 2048 --pool-refresh 8)
 # The denoiser's step is bound by kernel launches at 32 clips (~16k ops per forward, the GPU idle
 # most of the step), so a larger batch costs little more time per step: 96 clips.
-dn_flags=(--batch 96 --lr 7e-4 --ema 0.999 --pool 2048 --pool-refresh 12 --sampler-prob 0.5 --history-prob 0.5
+# --compile: torch.compile fuses the step's elementwise kernels (0.15 against 0.33 s per step on an H200).
+dn_flags=(--batch 96 --lr 7e-4 --ema 0.999 --pool 2048 --pool-refresh 12 --sampler-prob 0.5 --history-prob 0.5 --compile
           ${dn_extra[@]+"${dn_extra[@]}"})
 
 # Seconds per step of a stage: the last logged interval of a short run (after its pool filled).
@@ -65,10 +66,8 @@ fi
 
 dn_sps=$(seconds_per_step denoiser "${dn_flags[@]}" --init "$from") ||
   { echo "timing the denoiser failed" >&2; exit 1; }
-# Held back: filling the pool and saving, and with --compile the first step's compiling too.
-dn_hold=45
-[[ " ${dn_extra[*]-} " == *" --compile "* ]] && dn_hold=165
-dn_steps=$(steps_for "$dn_s" "$dn_sps" "$dn_hold")
+# Held back: filling the pool, the first step's compiling, and saving.
+dn_steps=$(steps_for "$dn_s" "$dn_sps" 165)
 echo "denoiser: ${dn_sps} s/step -> ${dn_steps} steps" | tee -a "$out/commands.txt"
 cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$from"
      --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)

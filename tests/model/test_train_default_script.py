@@ -48,11 +48,13 @@ def value(call, flag):
 
 
 def test_both_stages_sized_to_their_budgets(tmp_path, fake):
-    proc, calls = run(fake, str(tmp_path / "run"), "100", "200")
+    proc, calls = run(fake, str(tmp_path / "run"), "100", "400")
     assert proc.returncode == 0, proc.stderr
     stages = [(c[1], value(c, "--steps")) for c in calls]
-    # a timing run then the real run per stage; steps = (budget - held back) / 0.5 s
-    assert stages == [("autoencoder", "120"), ("autoencoder", "140"), ("denoiser", "120"), ("denoiser", "310")]
+    # a timing run then the real run per stage; steps = (budget - held back) / 0.5 s, with 165 s held
+    # back for the denoiser (its first step compiles)
+    assert stages == [("autoencoder", "120"), ("autoencoder", "140"), ("denoiser", "120"), ("denoiser", "470")]
+    assert ["--compile" in c for c in calls] == [False, False, True, True]  # the autoencoder stage has none
     assert value(calls[3], "--init") == str(tmp_path / "run" / "ae" / "model.safetensors")
     assert "done:" in (tmp_path / "run" / "commands.txt").read_text()
 
@@ -66,12 +68,12 @@ def test_the_denoiser_trains_on_from_a_given_model(tmp_path, fake):
 
 def test_flags_after_from_reach_the_denoiser_stage(tmp_path, fake):
     extra = ["--still-prob", "0.1", "--style-weight", "oil painting=2"]
-    proc, calls = run(fake, str(tmp_path / "run"), "0", "200", "model/weights/tiny.safetensors", *extra)
+    proc, calls = run(fake, str(tmp_path / "run"), "0", "400", "model/weights/tiny.safetensors", *extra)
     assert proc.returncode == 0, proc.stderr
     assert all(c[c.index("--still-prob"):][:4] == extra for c in calls)  # the timing run and the real one
     assert value(calls[1], "--style-weight") == "oil painting=2"  # one argument, space and all
     # The recorded command replays as run.
-    recorded = [line for line in (tmp_path / "run" / "commands.txt").read_text().splitlines() if "--steps 310" in line]
+    recorded = [line for line in (tmp_path / "run" / "commands.txt").read_text().splitlines() if "--steps 470" in line]
     assert len(recorded) == 1 and "oil\\ painting=2" in recorded[0]
     # A fresh run takes them too, with "" for FROM.
     proc, calls = run(fake, str(tmp_path / "fresh"), "100", "200", "", *extra)
