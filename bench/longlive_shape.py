@@ -211,16 +211,25 @@ def kernel_kind(name: str) -> str:
     return "gemm" if any(t in name for t in GEMM_KERNELS) else "other"
 
 
+def short_kernel_name(name: str, width: int = 110) -> str:
+    """A kernel's name without ``void `` and PyTorch's namespaces, cut to ``width`` characters:
+    the operation of ``at::native``'s generic elementwise kernels (``CUDAFunctor_add``,
+    ``direct_copy_kernel_cuda``, ...) sits past the first 90 characters of the full name."""
+    for noise in ("void ", "at::native::", "(anonymous namespace)::"):
+        name = name.replace(noise, "")
+    return name[:width]
+
+
 def tally_kernels(kernels, forwards: int, top: int = 15) -> tuple[dict, list[dict]]:
     """``kernels``: (name, GPU microseconds in all, calls) per kernel name, over ``forwards`` DiT
     forwards. Returns ms per forward by kind, and the ``top`` "other" kernels by GPU time: name
-    (cut to 90 characters), microseconds and calls per forward."""
+    (``short_kernel_name``), microseconds and calls per forward."""
     split, other = {"attention": 0.0, "gemm": 0.0, "other": 0.0}, []
     for name, us, calls in kernels:
         kind = kernel_kind(name)
         split[kind] += us / 1e3 / forwards
         if kind == "other":
-            other.append({"kernel": name[:90], "us_per_forward": us / forwards, "calls_per_forward": calls / forwards})
+            other.append({"kernel": short_kernel_name(name), "us_per_forward": us / forwards, "calls_per_forward": calls / forwards})
     return split, sorted(other, key=lambda r: -r["us_per_forward"])[:top]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from longlive_shape import Chunk, longlive_config, tally_kernels  # noqa: E402
+from longlive_shape import Chunk, longlive_config, short_kernel_name, tally_kernels  # noqa: E402
 
 from morphcam.model.generator import StreamGenerator  # noqa: E402
 from helpers.models import randomized  # noqa: E402
@@ -52,12 +52,22 @@ def test_attention_choices_compute_the_same_chunks(gen, attention, write_in_atte
     torch.testing.assert_close(other.session.cache.k, ref.session.cache.k, rtol=1e-5, atol=1e-5)
 
 
+def test_short_kernel_names_keep_the_operation():
+    name = ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
+            "CUDAFunctor_add<c10::BFloat16> >(at::TensorIteratorBase&, at::native::CUDAFunctor_add<c10::BFloat16> const&)"
+            "::{lambda(int)#1}>(int, at::native::gpu_kernel_impl_nocast<...>)")
+    assert "CUDAFunctor_add" not in name[:90]  # what a plain cut lost
+    short = short_kernel_name(name)
+    assert short.startswith("elementwise_kernel<128, 4, gpu_kernel_impl_nocast<CUDAFunctor_add<c10::BFloat16>")
+    assert len(short) == 110 and short_kernel_name("_gelu_kernel") == "_gelu_kernel"
+
+
 def test_tally_kernels_splits_by_kind_and_ranks_the_rest():
     long_name = "void at::native::elementwise_kernel<128, 4, " + "x" * 200
     kernels = [("sm90_xmma_gemm_bf16bf16_bf16f32", 1000.0, 20), ("_ring_attention_kernel", 5000.0, 10),
                ("_gelu_kernel", 300.0, 60), ("Memset (Device)", 10.0, 5), (long_name, 700.0, 30)]
     split, top = tally_kernels(kernels, forwards=10, top=2)
     assert split == pytest.approx({"attention": 0.5, "gemm": 0.1, "other": 0.101})  # ms per forward
-    assert [r["kernel"] for r in top] == [long_name[:90], "_gelu_kernel"]
+    assert [r["kernel"] for r in top] == [short_kernel_name(long_name), "_gelu_kernel"]
     assert top[0]["us_per_forward"] == pytest.approx(70.0) and top[0]["calls_per_forward"] == pytest.approx(3.0)
     assert tally_kernels(kernels, forwards=10)[1][-1]["kernel"] == "Memset (Device)"  # every "other" kernel fits in 15
