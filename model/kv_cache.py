@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .config import ModelConfig
+from . import ops
 from .ops import RingSlots, RingView
 
 
@@ -191,9 +192,7 @@ class KVRingCache:
 
         frame_emb: (frame_positions, heads, head_dim). Returns (heads, slots * N, head_dim) twice.
         """
-        slots, n = self.config.cache_frames, self.tokens_per_frame
-        k = self.k[layer].unflatten(1, (slots, n)) + frame_emb[self.frame_idx].transpose(0, 1)[:, :, None, :]
-        return k.flatten(1, 2), self.v[layer]
+        return ops.frame_offset_keys(self.k[layer], frame_emb, self.frame_idx), self.v[layer]
 
     def key_mask(self) -> torch.Tensor:
         """(1, 1, slots * N) bool view, True for keys the chunk may attend to."""

@@ -132,6 +132,18 @@ def qk_norm_rope(
     return q, None
 
 
+def frame_offset_keys(k: torch.Tensor, frame_emb: torch.Tensor, frame_idx: torch.Tensor) -> torch.Tensor:
+    """Keys with each slot's frame-index offset added, for attention that reads plain keys.
+
+    k: (H, S * N, Dh), S slots of N tokens; frame_emb: (P, H, Dh); frame_idx: (S,) long.
+    Returns (H, S * N, Dh) with ``frame_emb[frame_idx[s], h]`` added to slot s's keys of head h.
+    """
+    if dispatch.use_triton(k):
+        return dispatch.kernel("frame_offset_keys")(k, frame_emb, frame_idx)
+    s = frame_idx.shape[0]
+    return (k.unflatten(1, (s, -1)) + frame_emb[frame_idx].transpose(0, 1)[:, :, None, :]).flatten(1, 2)
+
+
 def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     """One session's chunk attending to its KV ring (sinks, window and the chunk itself).
 
@@ -140,9 +152,8 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     """
     if dispatch.use_triton(q):
         return dispatch.kernel("ring_attention")(q, ring)
-    slots, n = ring.token_valid.shape
-    k = ring.k.unflatten(1, (slots, n)) + ring.frame_emb[ring.frame_idx].transpose(0, 1)[:, :, None, :]
-    return attention(q[None], k.flatten(1, 2)[None], ring.v[None], ring.token_valid.view(1, 1, 1, -1))[0]
+    k = frame_offset_keys(ring.k, ring.frame_emb, ring.frame_idx)
+    return attention(q[None], k[None], ring.v[None], ring.token_valid.view(1, 1, 1, -1))[0]
 
 
 def lane_ring_attention(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:
