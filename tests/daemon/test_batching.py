@@ -61,4 +61,8 @@ def test_staggered_streams_do_not_wait_for_frames_not_yet_due(tmp_path):
     assert [len(r) for r in replies] == [12, 12]
     steady = [f.timings.queue_us / 1000 for r in replies for f in r[3:]]  # the rates are known by then
     assert statistics.median(steady) < 10, f"frames waited for a stream whose frame was not due: {steady}"
-    assert all(f.timings.batch_size == 1 for r in replies for f in r[3:])
+    # A frame the host delays (a busy machine) may meet the other stream's next frame already waiting,
+    # and those two rightly share a step; frames batched for want of waiting would be every one.
+    alone = [f.timings.batch_size == 1 for r in replies for f in r[3:]]
+    assert sum(alone) >= 0.8 * len(alone), f"frames went in batches though they were not due together: {alone}"
+
