@@ -80,6 +80,10 @@ class KVRingCache:
             setattr(self, name, torch.zeros(shape, device=device, dtype=dt) if buffers is None else buffers[name])
         self._chunk_offsets = torch.arange(config.frames_per_step, device=device)
         self.frames_seen = 0  # committed frames, host-side: read by recache, never by a step
+        # keys_values' offset keys: allocated on first use (only attention that reads plain keys
+        # needs them), rebuilt once per chunk and layer, then only at the chunk's slots.
+        self._offset_keys: torch.Tensor | None = None
+        self._offset_stale = [True] * config.n_layers
 
     @staticmethod
     def buffer_specs(
@@ -125,6 +129,7 @@ class KVRingCache:
         index = torch.where(is_sink, cfg.frame_positions - 1 - frame, cfg.frames_per_step - 1 - self._chunk_offsets)
         self.frame_idx.index_copy_(0, self.slot_idx, index)
         self.token_valid.index_fill_(0, self.slot_idx, True)
+        self._offsets_changed()
 
     def commit(self) -> None:
         """The chunk is final: every ring frame ages by one chunk."""
@@ -138,6 +143,7 @@ class KVRingCache:
         # index inside the table even between commit and the next begin_chunk.
         self.frame_idx[cfg.sink_frames :].add_(cfg.frames_per_step).clamp_(max=cfg.frame_positions - 1)
         self.pos.add_(cfg.frames_per_step)
+        self._offsets_changed()
 
     def commit_host(self) -> None:
         """``commit``'s host half: the host mirror of ``pos`` (run once per replay of a graph)."""
@@ -153,6 +159,13 @@ class KVRingCache:
         self.frame_idx.zero_()
         self.pos.zero_()
         self.frames_seen = 0
+        self._offsets_changed()
+
+    def _offsets_changed(self) -> None:
+        """Every slot's frame index (or keys) may have changed: the next ``keys_values`` of each
+        layer rebuilds its offset keys in full. Host bookkeeping only, so within a captured CUDA
+        graph the full and the chunk-only passes replay in the order they were recorded."""
+        self._offset_stale = [True] * self.config.n_layers
 
     # ---- data ---------------------------------------------------------------------------------
     def write_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: slice | None = None) -> None:
@@ -167,6 +180,7 @@ class KVRingCache:
             return
         self.k[layer, :, slots.start * n : slots.stop * n].copy_(k)
         self.v[layer, :, slots.start * n : slots.stop * n].copy_(v)
+        self._offset_stale[layer] = True  # keys outside the chunk's slots changed (KV-recache)
 
     def ring_slots(self, layer: int) -> RingSlots:
         """Where a fused QK-norm/RoPE kernel writes this layer's chunk K/V."""
@@ -187,12 +201,27 @@ class KVRingCache:
     def keys_values(self, layer: int, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys with each slot's frame-index offset added, and values.
 
-        The offset keys are a transient of the cache's size (the cache itself is never rewritten);
-        a fused attention kernel adds the (slots, heads, head_dim) offsets on the fly instead.
+        The cache's own keys are never rewritten: the offset keys are kept beside them (one more
+        buffer of k's size, allocated on the first call), rebuilt in full on a layer's first call
+        after ``begin_chunk``, ``commit``, ``reset`` or a ``write_kv`` at explicit slots, and
+        otherwise only at the chunk's slots, the only keys a chunk's later forwards change (they
+        go in through ``ring_slots`` or ``write_kv`` at the chunk's slots). Caches batched as
+        lanes of a pool take their offsets in ``lane_ring_attention`` and never come here. A fused
+        attention kernel adds the (slots, heads, head_dim) offsets on the fly instead.
 
-        frame_emb: (frame_positions, heads, head_dim). Returns (heads, slots * N, head_dim) twice.
+        frame_emb: (frame_positions, heads, head_dim), the same tensor for a layer on every call.
+        Returns (heads, slots * N, head_dim) twice.
         """
-        return ops.frame_offset_keys(self.k[layer], frame_emb, self.frame_idx), self.v[layer]
+        if self._offset_keys is None:
+            with torch.inference_mode(False):  # a plain tensor, writable in and out of inference mode
+                self._offset_keys = torch.empty_like(self.k)
+        out = self._offset_keys[layer]
+        if self._offset_stale[layer]:
+            ops.frame_offset_keys(self.k[layer], frame_emb, self.frame_idx, out=out)
+            self._offset_stale[layer] = False
+        else:
+            ops.frame_offset_keys(self.k[layer], frame_emb, self.frame_idx, self.slot_idx, out)
+        return out, self.v[layer]
 
     def key_mask(self) -> torch.Tensor:
         """(1, 1, slots * N) bool view, True for keys the chunk may attend to."""

@@ -132,16 +132,32 @@ def qk_norm_rope(
     return q, None
 
 
-def frame_offset_keys(k: torch.Tensor, frame_emb: torch.Tensor, frame_idx: torch.Tensor) -> torch.Tensor:
+def frame_offset_keys(
+    k: torch.Tensor,
+    frame_emb: torch.Tensor,
+    frame_idx: torch.Tensor,
+    slots: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Keys with each slot's frame-index offset added, for attention that reads plain keys.
 
     k: (H, S * N, Dh), S slots of N tokens; frame_emb: (P, H, Dh); frame_idx: (S,) long.
-    Returns (H, S * N, Dh) with ``frame_emb[frame_idx[s], h]`` added to slot s's keys of head h.
+    Returns (H, S * N, Dh) with ``frame_emb[frame_idx[s], h]`` added to slot s's keys of head h,
+    written into ``out`` (contiguous, k's shape) when given. With ``slots`` ((G,) long, on the
+    device) only those slots of ``out`` (then required) are rewritten; its other slots are kept.
     """
     if dispatch.use_triton(k):
-        return dispatch.kernel("frame_offset_keys")(k, frame_emb, frame_idx)
+        return dispatch.kernel("frame_offset_keys")(k, frame_emb, frame_idx, slots, out)
+    if slots is not None and out is None:
+        raise ValueError("frame_offset_keys: writing only some slots needs the output to write them into (out=)")
     s = frame_idx.shape[0]
-    return (k.unflatten(1, (s, -1)) + frame_emb[frame_idx].transpose(0, 1)[:, :, None, :]).flatten(1, 2)
+    if slots is None:
+        keys = (k.unflatten(1, (s, -1)) + frame_emb[frame_idx].transpose(0, 1)[:, :, None, :]).flatten(1, 2)
+        return keys if out is None else out.copy_(keys)
+    # index_copy_ at device-side slots: nothing is read back to the host (CUDA-graph safe).
+    chunk = k.unflatten(1, (s, -1)).index_select(1, slots) + frame_emb[frame_idx[slots]].transpose(0, 1)[:, :, None, :]
+    out.unflatten(1, (s, -1)).index_copy_(1, slots, chunk.to(out.dtype))
+    return out
 
 
 def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
