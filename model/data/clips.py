@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..host import device_tensor, to_device
 from ..teachers import TEACHERS, StyleTeacher
 from . import motion, scenes
 from .images import Photo, load_photos, split_photos
@@ -42,8 +43,8 @@ class ClipBatch:
     times: Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def to(self, device: torch.device | str) -> "ClipBatch":
-        return ClipBatch(self.inputs.to(device), self.targets.to(device), list(self.prompts), list(self.styles),
-                         self.seeds.to(device), self.times.to(device))
+        return ClipBatch(to_device(self.inputs, device), to_device(self.targets, device), list(self.prompts),
+                         list(self.styles), to_device(self.seeds, device), to_device(self.times, device))
 
 
 # How often each kind of source is drawn: face-cam framing matters most.
@@ -104,6 +105,13 @@ class SyntheticClips:
         self.photos: list[Photo] = split_photos(load_photos(image_dirs, bundled=bundled_photos,
                                                             max_side=2 * max(spec.width, spec.height)), split)
         self._rng = torch.Generator().manual_seed((seed ^ EVAL_STREAM) if split == "eval" else seed)
+        self._photos_on_device: dict[int, Tensor] = {}  # uint8 pixels, copied once per photo
+
+    def _photo_on_device(self, i: int) -> Tensor:
+        """Photo ``i``'s uint8 pixels (3, H, W) on the source's device, copied there on first use."""
+        if i not in self._photos_on_device:
+            self._photos_on_device[i] = to_device(self.photos[i].pixels, self.device)
+        return self._photos_on_device[i]
 
     def prompts_of(self, teacher: StyleTeacher) -> tuple[str, ...]:
         """The wordings this split draws prompts from."""
@@ -122,7 +130,7 @@ class SyntheticClips:
         times = start + torch.arange(t).view(1, t) / spec.fps  # (B, T) seconds
         inputs = self._inputs(b, times)
         if self.still_prob > 0:
-            held = (torch.rand(b, generator=rng) < self.still_prob).to(dev)
+            held = to_device(torch.rand(b, generator=rng) < self.still_prob, dev)
             inputs = torch.where(held.view(b, 1, 1, 1, 1), inputs[:, :1].expand_as(inputs), inputs)
         if self._style_p is None:
             style_idx = torch.randint(len(self.teachers), (b,), generator=rng).tolist()
@@ -131,9 +139,9 @@ class SyntheticClips:
         seeds = torch.randint(0, 2**31 - 1, (b,), generator=rng, dtype=torch.int64)
         prompt_pick = torch.rand(b, generator=rng).tolist()
         targets = torch.empty_like(inputs)
-        times_dev, seeds_dev = times.to(dev), seeds.to(dev)
+        times_dev, seeds_dev = to_device(times, dev), to_device(seeds, dev)
         for i in sorted(set(style_idx)):  # one teacher call per style present in the batch
-            rows = torch.tensor([j for j, s in enumerate(style_idx) if s == i], device=dev)
+            rows = device_tensor([j for j, s in enumerate(style_idx) if s == i], dev)
             targets[rows] = self.teachers[i](inputs[rows], times_dev[rows], seeds_dev[rows])
         prompts = []
         for j, i in enumerate(style_idx):
@@ -155,7 +163,7 @@ class SyntheticClips:
         kind = [kinds[i] for i in torch.multinomial(weights, b, replacement=True, generator=rng).tolist()]
         # The face cam is a fixed camera: a little shake and drift; other sources move freely.
         amount = torch.tensor([0.3 if k == "facecam" else 1.0 for k in kind]) * torch.rand(b, generator=rng)
-        theta = motion.camera_paths(rng, times, w / h, amount).to(dev)
+        theta = to_device(motion.camera_paths(rng, times, w / h, amount), dev)
         out = torch.empty(b, t, 3, h, w, device=dev)
         for k in kinds:
             rows = [i for i, kk in enumerate(kind) if kk == k]
@@ -167,7 +175,8 @@ class SyntheticClips:
                 canvas = scenes.still_scenes(rng, len(rows), hc, wc, dev).unsqueeze(1)
             else:
                 canvas = self._photo_canvases(len(rows), hc, wc).unsqueeze(1)
-            out[torch.tensor(rows, device=dev)] = motion.film(canvas, theta[rows], h, w)
+            at = device_tensor(rows, dev)
+            out[at] = motion.film(canvas, theta[at], h, w)
         # Objects passing in front of the camera: 0 to 3 over photos and stills; over a face
         # cam now and then one, so the person stays the subject.
         many = (torch.rand(b, generator=rng) * 4).floor().long()
@@ -183,16 +192,16 @@ class SyntheticClips:
         aspect = wc / hc
         out = []
         for _ in range(n):  # a loop over clips: photos differ in size
-            photo = self.photos[int(torch.randint(len(self.photos), (1,), generator=rng))].pixels
+            photo = self._photo_on_device(int(torch.randint(len(self.photos), (1,), generator=rng)))
             ph, pw = photo.shape[1:]
             cw = min(pw, ph * aspect) * float(0.5 + 0.5 * torch.rand(1, generator=rng))
             ch = cw / aspect
             y0 = int(float(torch.rand(1, generator=rng)) * (ph - ch))
             x0 = int(float(torch.rand(1, generator=rng)) * (pw - cw))
-            crop = photo[:, y0 : y0 + max(1, round(ch)), x0 : x0 + max(1, round(cw))].to(dev).float() / 255
+            crop = photo[:, y0 : y0 + max(1, round(ch)), x0 : x0 + max(1, round(cw))].float() / 255
             crop = F.interpolate(crop[None], size=(hc, wc), mode="bilinear", antialias=True, align_corners=False)[0]
             if float(torch.rand(1, generator=rng)) < 0.5:
                 crop = crop.flip(-1)
-            gain = (0.8 + 0.4 * torch.rand(3, 1, 1, generator=rng)).to(dev)
+            gain = to_device(0.8 + 0.4 * torch.rand(3, 1, 1, generator=rng), dev)
             out.append((crop * gain).clamp(0, 1))
         return torch.stack(out)

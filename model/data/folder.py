@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..host import to_device
 from .clips import ClipBatch, ClipSpec
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".gif")
@@ -163,7 +164,7 @@ class PairedClipFolder:
             rows, cols = slice(y0, y0 + max(1, round(ch))), slice(x0, x0 + max(1, round(cw)))
             window = (slice(start, start + t), slice(None), rows, cols)
             for src, dst in ((ex.inputs, ins), (ex.targets, outs)):
-                clip = src[window].to(self.device).float() / 255
+                clip = to_device(src[window], self.device).float() / 255
                 dst.append(F.interpolate(clip, size=(h, w), mode="bilinear", antialias=True, align_corners=False))
             prompts.append(ex.prompts[int(torch.randint(len(ex.prompts), (1,), generator=rng))])
             styles.append(ex.name)
@@ -171,5 +172,6 @@ class PairedClipFolder:
         seeds = torch.randint(0, 2**31 - 1, (batch_size,), generator=rng, dtype=torch.int64)
         return ClipBatch(
             inputs=torch.stack(ins).clamp(0, 1) * 2 - 1, targets=torch.stack(outs).clamp(0, 1) * 2 - 1,
-            prompts=prompts, styles=styles, seeds=seeds.to(self.device), times=torch.stack(times).to(self.device),
+            prompts=prompts, styles=styles, seeds=to_device(seeds, self.device),
+            times=to_device(torch.stack(times), self.device),
         )

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..host import to_device
+
 
 def _rand(rng: torch.Generator, *shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
     return lo + (hi - lo) * torch.rand(*shape, generator=rng)
@@ -96,17 +98,17 @@ def moving_objects(rng: torch.Generator, frames: Tensor, times: Tensor, counts: 
     k = 3
     x = ((torch.arange(w, device=dev) + 0.5 - w / 2) / h).view(1, 1, 1, 1, w)  # frame heights
     y = ((torch.arange(h, device=dev) + 0.5) / h).view(1, 1, 1, h, 1)
-    tt = (times - times[:, :1]).to(dev).view(b, t, 1, 1, 1)
+    tt = to_device(times - times[:, :1], dev).view(b, t, 1, 1, 1)
 
     def per(*shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
-        return _rand(rng, b, k, *shape, lo=lo, hi=hi).to(dev)
+        return to_device(_rand(rng, b, k, *shape, lo=lo, hi=hi), dev)
 
     cx0, cy0 = (per(lo=-0.5, hi=0.5) * w / h).view(b, 1, k, 1, 1), per().view(b, 1, k, 1, 1)
     vx, vy = per(lo=-0.6, hi=0.6).view(b, 1, k, 1, 1), per(lo=-0.4, hi=0.4).view(b, 1, k, 1, 1)
     r = per(lo=0.04, hi=0.18).view(b, 1, k, 1, 1)
-    kind = torch.randint(3, (b, k), generator=rng).to(dev).view(b, 1, k, 1, 1)
+    kind = to_device(torch.randint(3, (b, k), generator=rng), dev).view(b, 1, k, 1, 1)
     colour = per(3).view(b, 1, k, 3, 1, 1)
-    present = (torch.arange(k).view(1, k) < counts.view(b, 1)).float().to(dev).view(b, 1, k, 1, 1)
+    present = to_device((torch.arange(k).view(1, k) < counts.view(b, 1)).float(), dev).view(b, 1, k, 1, 1)
     dx, dy = x - (cx0 + vx * tt), y - (cy0 + vy * tt)  # (B, T, K, H, W)
     dist = torch.sqrt(dx**2 + dy**2)
     px = 1.0 / h

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..host import to_device
+
 
 def _rand(rng: torch.Generator, *shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
     return lo + (hi - lo) * torch.rand(*shape, generator=rng)
@@ -54,11 +56,11 @@ def facecam(times: Tensor, rng: torch.Generator, h: int, w: int, device: torch.d
     X, Y = _coords(h, w, device)
 
     def clip(v: Tensor) -> Tensor:  # per-clip (B, ...) values -> (N, ..., 1, 1) broadcastable
-        v = v.to(device)
+        v = to_device(v, device)
         return v.repeat_interleave(t, 0).view(n, *v.shape[1:], 1, 1) if v.dim() > 1 else \
             v.repeat_interleave(t, 0).view(n, 1, 1, 1)
 
-    tt = times.to(device).reshape(n, 1, 1, 1)
+    tt = to_device(times, device).reshape(n, 1, 1, 1)
     aspect = w / h
     # The room.
     wall = clip(_rand(rng, b, 3, lo=0.25, hi=0.85))
@@ -105,8 +107,8 @@ def facecam(times: Tensor, rng: torch.Generator, h: int, w: int, device: torch.d
 
 
 def _gradient(rng: torch.Generator, b: int, X: Tensor, Y: Tensor, device: torch.device) -> Tensor:
-    c0, c1 = _rand(rng, b, 3, 1, 1).to(device), _rand(rng, b, 3, 1, 1).to(device)
-    angle = _rand(rng, b, 1, 1, hi=2 * math.pi).to(device)
+    c0, c1 = to_device(_rand(rng, b, 3, 1, 1), device), to_device(_rand(rng, b, 3, 1, 1), device)
+    angle = to_device(_rand(rng, b, 1, 1, hi=2 * math.pi), device)
     u = X * torch.cos(angle).view(b, 1, 1, 1) + (Y - 0.5) * torch.sin(angle).view(b, 1, 1, 1)
     u = (u + 0.9).clamp(0, 1.8) / 1.8
     return c0.view(b, 3, 1, 1) * (1 - u) + c1.view(b, 3, 1, 1) * u
@@ -120,24 +122,24 @@ def still_scenes(rng: torch.Generator, b: int, h: int, w: int, device: torch.dev
     aspect = w / h
     img = _gradient(rng, b, X, Y, device)
     # Texture: three gratings of random direction and frequency plus low-frequency blotches.
-    textured = (torch.rand(b, generator=rng) < 0.5).float().to(device).view(b, 1, 1, 1)
+    textured = to_device((torch.rand(b, generator=rng) < 0.5).float(), device).view(b, 1, 1, 1)
     grating = torch.zeros(b, 1, h, w, device=device)
     for _ in range(3):
-        a = _rand(rng, b, hi=math.pi).to(device).view(b, 1, 1, 1)
-        f = _rand(rng, b, lo=6, hi=60).to(device).view(b, 1, 1, 1)
+        a = to_device(_rand(rng, b, hi=math.pi), device).view(b, 1, 1, 1)
+        f = to_device(_rand(rng, b, lo=6, hi=60), device).view(b, 1, 1, 1)
         grating = grating + torch.sin((X * torch.cos(a) + Y * torch.sin(a)) * f + _rand(rng, 1).item() * 6)
-    blotch = torch.nn.functional.interpolate(_rand(rng, b, 3, 6, 10).to(device), size=(h, w), mode="bicubic",
+    blotch = torch.nn.functional.interpolate(to_device(_rand(rng, b, 3, 6, 10), device), size=(h, w), mode="bicubic",
                                              align_corners=False)
     img = img * (1 - 0.5 * textured) + textured * (0.5 * blotch + 0.12 * grating).clamp(0, 1)
     # Shapes: a dozen soft circles and boxes composited back to front (a loop over shapes).
     for _ in range(12):
-        cx = ((_rand(rng, b) - 0.5) * aspect).to(device).view(b, 1, 1, 1)
-        cy = _rand(rng, b).to(device).view(b, 1, 1, 1)
-        r = _rand(rng, b, lo=0.03, hi=0.22).to(device).view(b, 1, 1, 1)
-        r2 = r * _rand(rng, b, lo=0.5, hi=1.5).to(device).view(b, 1, 1, 1)
-        colour = _rand(rng, b, 3).to(device).view(b, 3, 1, 1)
-        is_box = (torch.rand(b, generator=rng) < 0.5).float().to(device).view(b, 1, 1, 1)
-        present = (torch.rand(b, generator=rng) < 0.8).float().to(device).view(b, 1, 1, 1) * (1 - 0.7 * textured)
+        cx = to_device((_rand(rng, b) - 0.5) * aspect, device).view(b, 1, 1, 1)
+        cy = to_device(_rand(rng, b), device).view(b, 1, 1, 1)
+        r = to_device(_rand(rng, b, lo=0.03, hi=0.22), device).view(b, 1, 1, 1)
+        r2 = r * to_device(_rand(rng, b, lo=0.5, hi=1.5), device).view(b, 1, 1, 1)
+        colour = to_device(_rand(rng, b, 3), device).view(b, 3, 1, 1)
+        is_box = to_device((torch.rand(b, generator=rng) < 0.5).float(), device).view(b, 1, 1, 1)
+        present = to_device((torch.rand(b, generator=rng) < 0.8).float(), device).view(b, 1, 1, 1) * (1 - 0.7 * textured)
         box = _box(X, Y, cx - r, cy - r2, cx + r, cy + r2, px)
         mask = is_box * box + (1 - is_box) * _ellipse(X, Y, cx, cy, r, r2, px)
         img = _mix(img, colour, mask * present)

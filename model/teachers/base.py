@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..host import to_device
 from .ops import hash_int
 
 # A look sees frames folded to (N, 3, H, W) in [0, 1], with each frame's time (N,) in seconds
@@ -18,7 +19,7 @@ def fold_seeds(seed: int | Tensor, batch: int, device: torch.device) -> Tensor:
     """Any integer seed, or one per clip, as (B,) int64 in [0, 2**31): high bits are hashed in
     rather than dropped, so seeds that differ only above bit 31 still differ."""
     if isinstance(seed, Tensor):
-        s = seed.to(device=device, dtype=torch.int64).reshape(-1)
+        s = to_device(seed, device, torch.int64).reshape(-1)
         if s.numel() == 1:
             s = s.expand(batch)
         if s.numel() != batch:
@@ -62,5 +63,5 @@ class StyleTeacher:
         device = frames.device
         seeds = fold_seeds(seed, b, device).repeat_interleave(t)  # (B*T,): each frame carries its clip's seed
         x = frames.reshape(b * t, 3, h, w).float().clamp(0, 1)
-        out = self.look(x, times.to(device=device, dtype=torch.float32).reshape(b * t), seeds)
+        out = self.look(x, to_device(times, device, torch.float32).reshape(b * t), seeds)
         return out.clamp(0, 1).reshape(b, t, 3, h, w).to(frames.dtype)

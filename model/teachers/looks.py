@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..host import device_tensor
 from . import ops
 
 
@@ -20,7 +21,7 @@ def _scale(x: Tensor) -> float:
 
 
 def _rgb(values: tuple[float, float, float], x: Tensor) -> Tensor:
-    return torch.tensor(values, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return device_tensor(values, x.device, x.dtype).view(1, 3, 1, 1)
 
 
 def _pixel_noise(x: Tensor, seeds: Tensor, *keys: Tensor | int) -> Tensor:
@@ -58,10 +59,10 @@ def thermal_camera(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     # Warm (red) surfaces read hotter than their brightness alone, as skin does on a heat camera.
     heat = ops.blur(0.55 * ops.luma(x) + 0.45 * x[:, :1], 1.5 * _scale(x))
     heat = ((heat - 0.12) / 0.78).clamp(0, 1)
-    iron = torch.tensor(
+    iron = device_tensor(
         [[0.0, 0.0, 0.0], [0.15, 0.0, 0.38], [0.55, 0.0, 0.58], [0.88, 0.15, 0.12],
          [1.0, 0.55, 0.0], [1.0, 0.88, 0.2], [1.0, 1.0, 0.92]],
-        device=x.device, dtype=x.dtype,
+        x.device, x.dtype,
     )
     return ops.colormap(heat, iron)
 
@@ -117,7 +118,7 @@ def pixel_art(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:
     n, _, h, w = x.shape
     block = max(2, round(5 * _scale(x)))
     small = F.interpolate(x, size=(max(1, h // block), max(1, w // block)), mode="area")
-    palette = torch.tensor(_PICO8, device=x.device, dtype=x.dtype)
+    palette = device_tensor(_PICO8, x.device, x.dtype)
     small = ops.nearest_colour(ops.saturate(small, 1.3), palette)
     return F.interpolate(small, size=(h, w), mode="nearest")
 

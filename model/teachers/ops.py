@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..host import device_tensor
+
 _M31 = 0x7FFFFFFF
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -97,7 +99,7 @@ def box_mean(img: Tensor, size: int) -> Tensor:
 
 def sobel(gray: Tensor) -> Tensor:
     """Gradient magnitude of (N, 1, H, W) brightness; same shape, roughly in [0, 4]."""
-    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=gray.device, dtype=gray.dtype)
+    k = device_tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], gray.device, gray.dtype)
     weights = torch.stack([k, k.t()]).unsqueeze(1)  # (2, 1, 3, 3): d/dx, d/dy
     g = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), weights)
     return g.pow(2).sum(1, keepdim=True).add(1e-12).sqrt()

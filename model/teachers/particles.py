@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..host import device_tensor
 from . import ops
 
 TAU = 2 * math.pi
@@ -141,7 +142,7 @@ def spark_light(times: Tensor, seeds: Tensor, h: int, w: int) -> Tensor:
 
 
 def _rgb(values: tuple[float, float, float], x: Tensor) -> Tensor:
-    return torch.tensor(values, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return device_tensor(values, x.device, x.dtype).view(1, 3, 1, 1)
 
 
 def snowfall(x: Tensor, times: Tensor, seeds: Tensor) -> Tensor:

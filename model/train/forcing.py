@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..host import to_device
 from .config import TrainConfig
 
 # History kinds per clip.
@@ -73,8 +74,8 @@ def _at_sampler_levels(
     pick = torch.rand(sigma.shape, generator=gen, device=device) < config.sampler_prob
     idx = torch.randint(len(levels), sigma.shape, generator=gen, device=device)
     # Pinned, asynchronous copies of host floats: nothing waits for the queued GPU work.
-    lv = _to_device(torch.tensor(levels, dtype=sigma.dtype), device)[idx]
-    st = _to_device(torch.tensor(steps, dtype=step.dtype), device)[idx]
+    lv = to_device(torch.tensor(levels, dtype=sigma.dtype), device)[idx]
+    st = to_device(torch.tensor(steps, dtype=step.dtype), device)[idx]
     # A level of exactly 0 (strength 0) has no target worth learning: keep the random draw there.
     pick &= lv > 0
     return torch.where(pick, lv, sigma), torch.where(pick, st, step)
@@ -105,13 +106,6 @@ class ForcingDraw:
     needs_rollout: bool
 
 
-def _to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """Host tensor to ``device`` without making the host wait for the GPU (pinned, asynchronous)."""
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def draw_forcing(
     config: TrainConfig, latent_shape: tuple[int, ...], host_gen: torch.Generator, dev_gen: torch.Generator, device
 ) -> ForcingDraw:
@@ -139,12 +133,12 @@ def draw_forcing(
         sigma=sigma,
         step=step,
         noise=noise,
-        history=_to_device(history, device),
-        kind=_to_device(kind, device),
-        extra_std=_to_device(extra_std, device),
+        history=to_device(history, device),
+        kind=to_device(kind, device),
+        extra_std=to_device(extra_std, device),
         extra_noise=extra_noise,
         rollout_noise=rollout_noise,
-        rollout_rows=_to_device((kind == ROLLOUT).nonzero().flatten(), device),
+        rollout_rows=to_device((kind == ROLLOUT).nonzero().flatten(), device),
         needs_rollout=bool((kind == ROLLOUT).any()),
     )
 

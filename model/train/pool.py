@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..data import ClipBatch
+from ..host import device_tensor, to_device
 from .sources import ClipSource, restore_source, source_state
 
 FILL_CHUNK = 64  # clips made per source call while filling
@@ -115,23 +116,23 @@ class ClipPool:
     def _stored(self, frames: Tensor) -> Tensor:
         """What the pool keeps of (n, T, 3, H, W) frames in [-1, 1]: uint8, or the latents of
         the uint8-rounded frames (exactly the frames a frame pool would serve)."""
-        q = _quantize(frames.to(self.device))
+        q = _quantize(to_device(frames, self.device))
         if self.encoder is None:
             return q
         with torch.no_grad():
             return self.encoder(_dequantize(q))
 
     def _write(self, slots: list[int], batch: ClipBatch) -> None:
-        idx = torch.tensor(slots, device=self.device)
+        idx = device_tensor(slots, self.device)
         inputs, targets = self._stored(batch.inputs), self._stored(batch.targets)
         if self._inputs is None:  # the first chunk fixes what a slot holds: shape and dtype
             self._inputs = torch.empty(self.size, *inputs.shape[1:], dtype=inputs.dtype, device=self.device)
             self._targets = torch.empty_like(self._inputs)
         self._inputs[idx] = inputs
         self._targets[idx] = targets
-        self._seeds[idx] = batch.seeds.to(self.device)
+        self._seeds[idx] = to_device(batch.seeds, self.device)
         if batch.times.numel():
-            self._times[idx] = batch.times.to(self.device, torch.float32)
+            self._times[idx] = to_device(batch.times, self.device, torch.float32)
         for j, slot in enumerate(slots):
             self._prompts[slot] = batch.prompts[j]
             self._styles[slot] = batch.styles[j] if getattr(batch, "styles", None) else ""
@@ -172,7 +173,7 @@ class ClipPool:
         else:
             rows = torch.randint(self.size, (batch_size,), generator=self.generator)
         picked = rows.tolist()
-        idx = rows.to(self.device)
+        idx = to_device(rows, self.device)
         kind, serve = (LatentClipBatch, Tensor.float) if self.encoder else (ClipBatch, _dequantize)
         batch = kind(
             inputs=serve(self._inputs[idx]),

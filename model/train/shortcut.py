@@ -27,17 +27,11 @@ import torch
 
 from .. import ops
 from ..attention import BlockCausalContext
+from ..host import to_device
 from ..network import RestyleModel
 from .config import TrainConfig
 from .forcing import ForcingDraw
 from .objectives import DenoiserObjective
-
-
-def _host_to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A small host tensor on ``device`` without making the host wait for queued GPU work."""
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 @dataclass
@@ -83,13 +77,13 @@ def draw_shortcut(
         here = pick & (which == k)
         sigma = torch.where(here, level, sigma)
         d = torch.where(here, size, d)
-    is_c = _host_to_device(consistency, device)
+    is_c = to_device(consistency, device)
     step = torch.where(is_c[:, None], d, torch.full_like(d, sc.min_step))
     sigma = torch.where(is_c[:, None], sigma, forcing.sigma)
     return ShortcutDraw(
         forcing=dataclasses.replace(forcing, sigma=sigma, step=step),
         consistency=is_c,
-        rows=_host_to_device(consistency.nonzero().flatten(), device),
+        rows=to_device(consistency.nonzero().flatten(), device),
         n_rows=int(consistency.sum()),
     )
 
