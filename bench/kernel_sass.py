@@ -22,7 +22,7 @@ def main() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from morphcam.kernels import gated_residual, gelu, layer_norm_modulate, qk_norm_rope, ring_attention
+    from morphcam.kernels import gated_residual, gelu, layer_norm_modulate, qk_norm_rope, residual_norm, ring_attention
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     target = GPUTarget("cuda", 90, 32)
@@ -54,6 +54,12 @@ def main() -> None:
         report(f"gated_residual D={d}", gated_residual._gated_residual_kernel,
                {"x_ptr": p, "y_ptr": p, "gate_ptr": p, "out_ptr": p, **rows, "gate_sb": "i32", "gate_st": "i32"},
                {"BLOCK_M": bm, "BLOCK_D": bd}, 4)
+        for gate, affine in ((True, True), (False, False)):  # the block's two calls
+            report(f"residual_norm D={d} gate={gate} affine={affine}", residual_norm._residual_norm_kernel,
+                   {"x_ptr": p, "y_ptr": p, "gate_ptr": p, "shift_ptr": p, "scale_ptr": p, "x_out_ptr": p,
+                    "h_ptr": p, **rows, "gate_sb": "i32", "gate_st": "i32", "shift_sb": "i32", "shift_st": "i32",
+                    "scale_sb": "i32", "scale_st": "i32", "eps": "fp32"},
+                   {"HAS_GATE": gate, "AFFINE": affine, "BLOCK_M": bm, "BLOCK_D": bd}, warps)
     report("gelu", gelu._gelu_kernel, {"x_ptr": p, "out_ptr": p, "numel": "i32"}, {"BLOCK": gelu.BLOCK}, 4)
     strides = {f"s{t}_{a}": "i32" for t in "qkv" for a in "bhl"}
     for block_l in (16, 32):

@@ -230,6 +230,7 @@ def _kernel_cases(dtype):
     from morphcam.kernels import gelu as ge
     from morphcam.kernels import layer_norm_modulate as ln
     from morphcam.kernels import qk_norm_rope as qk
+    from morphcam.kernels import residual_norm as rn
     from morphcam.kernels import ring_attention as ra
     from morphcam.kernels.ring import RingSlots, RingView
 
@@ -247,6 +248,9 @@ def _kernel_cases(dtype):
                       _rotating(lambda: (lambda x, y, m: (x, m[0], m[1], 1e-6))(*rowwise())), 2 * rows * d * e, 0))
         cases.append(("gated_residual", f"{note}, D={d}", gr.gated_residual, gr.gated_residual_ref,
                       _rotating(lambda: (lambda x, y, m: (x, y, m[2]))(*rowwise())), 3 * rows * d * e, 0))
+        cases.append(("residual_norm", f"{note}, D={d}", rn.residual_norm, rn.residual_norm_ref,
+                      _rotating(lambda: (lambda x, y, m: (x, y, m[2], m[0], m[1], 1e-6))(*rowwise())),
+                      4 * rows * d * e, 0))
         cases.append(("gelu", f"{note}, FFN=2048", ge.gelu, ge.gelu_ref,
                       _rotating(lambda rows=rows: (torch.randn(rows, 2048, device=dev, dtype=dtype),)),
                       2 * rows * 2048 * e, 0))

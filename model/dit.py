@@ -69,14 +69,14 @@ class DiTBlock(nn.Module):
         # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
         q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, context.ring_slots(self.layer))
         a = context.attend(self.layer, q, k, v, self.frame_emb)
-        x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1)), gate1)
+        # Each residual add runs with the norm that reads its result (one kernel on the Triton path).
+        y = self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1))
+        x, h = ops.residual_norm(x, y, gate1, self.cross_norm.bias, self.cross_norm.weight, self.eps, affine=True)
 
-        h = ops.layer_norm(x, self.cross_norm.weight, self.cross_norm.bias, self.eps).view(b, t * n, d)
         ck, cv = self.cross_kv(text).chunk(2, dim=-1)
-        c = ops.attention(self._heads(self.cross_q(h)), self._heads(ck), self._heads(cv))
-        x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
-
-        h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
+        c = ops.attention(self._heads(self.cross_q(h.view(b, t * n, d))), self._heads(ck), self._heads(cv))
+        y = self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
+        x, h = ops.residual_norm(x, y, None, shift2, scale2, self.eps)  # a plain add: no gate
         ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)  # GELU fused into the GEMM on CUDA
         return ops.gated_residual(x, self.ffn_out(ffn), gate2)
 

@@ -84,6 +84,32 @@ def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torc
     return torch.addcmul(x, y, gate)
 
 
+def residual_norm(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gate: torch.Tensor | None,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float,
+    affine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A residual add and the LayerNorm that reads its result: returns ``(x, h)`` with
+    ``x = x + gate * y`` (``x + y`` when gate is None) and ``h`` the LayerNorm of that x.
+
+    x, y: (B, T, N, D). Without ``affine``, ``h = norm(x) * (1 + scale) + shift`` (adaLN, as
+    ``layer_norm_modulate``; shift, scale: (B, T, 1, D)); with it, shift and scale are the
+    LayerNorm's bias and weight (D,). On the Triton path one kernel does both; the torch path
+    is the unfused add then the norm, as ``gated_residual`` and ``layer_norm`` compute them.
+    """
+    if dispatch.use_triton(x):
+        return dispatch.kernel("residual_norm")(x, y, gate, shift, scale, eps, affine)
+    x = x + y if gate is None else torch.addcmul(x, y, gate)
+    if affine:
+        return x, layer_norm(x, scale, shift, eps)
+    h = F.layer_norm(x, (x.shape[-1],), eps=eps)
+    return x, torch.addcmul(shift, h, 1 + scale)
+
+
 def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate feature pairs (interleaved halves) by per-token angles.
 

@@ -49,6 +49,30 @@ def test_kernels_bf16(rel_error):
     assert rel_error(ring_attention(qq, ring), ring_attention_ref(qq.float(), ring32)) < 2e-2
 
 
+@pytest.mark.parametrize("gated,affine", [(True, True), (False, False)])  # the block's two calls
+def test_residual_norm_bf16(gated, affine, rel_error):
+    """At a large frame (4680 tokens x 1536, three frames): the stream as torch rounds it, the
+    norm of that stored stream, and the unfused ops' result."""
+    from morphcam.kernels.residual_norm import residual_norm, residual_norm_ref
+
+    dev, bf, (b, t, n, d) = "cuda", torch.bfloat16, (1, 3, 1560, 1536)
+    x, y = torch.randn(2, b, t, n, d, device=dev, dtype=bf).unbind(0)
+    shift, scale, gate = (torch.randn(b, t, 3, 1, d, device=dev, dtype=bf) * 0.5).unbind(2)
+    if affine:
+        shift, scale = torch.randn(d, device=dev, dtype=bf) * 0.1, 1 + torch.randn(d, device=dev, dtype=bf) * 0.1
+    gate = gate if gated else None
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    ref_x, ref_h = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine)
+    if gated:  # one rounding either way; a fused multiply-add may land one last place apart
+        torch.testing.assert_close(x_out, ref_x, rtol=2**-7, atol=2**-7)
+    else:
+        assert torch.equal(x_out, ref_x)
+    zero = torch.zeros_like(x_out, dtype=torch.float32)
+    _, from_stored = residual_norm_ref(x_out.float(), zero, None, shift.float(), scale.float(), 1e-6, affine)
+    assert rel_error(h, from_stored) < 1e-2
+    assert rel_error(h, ref_h) < 1e-2
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_cuda_graph_replay_equals_eager(backend):
     from morphcam.model.cuda_graph import CudaGraphRunner

@@ -1,0 +1,124 @@
+"""Residual add fused with the LayerNorm that follows it: ``x += gate * y`` then ``norm(x)``.
+
+One pass: each program adds ``BLOCK_M`` rows of the branch output to the residual stream,
+stores the new stream, and normalises the stored value (rounded to x's dtype, so the result is
+that of the unfused add then norm in bf16 too) before applying either adaLN modulation
+(``* (1 + scale) + shift``, per frame) or the LayerNorm's own weight and bias. Unfused, the
+add writes x and the norm reads it back: two launches and one more full pass over x.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ._rows import frame_rows, row_block
+
+
+@triton.jit
+def _residual_norm_kernel(
+    x_ptr,  # reads the residual stream x (M, D), contiguous
+    y_ptr,  # reads the branch output y (M, D), contiguous
+    gate_ptr,  # reads gate of row r's frame (b, t) at b * gate_sb + t * gate_st (unused without HAS_GATE)
+    shift_ptr,  # reads shift of row r's frame at b * shift_sb + t * shift_st (AFFINE: the bias (D,), strides 0)
+    scale_ptr,  # reads scale, laid out like shift (AFFINE: the weight (D,), strides 0)
+    x_out_ptr,  # writes the new stream x + gate * y (M, D), contiguous
+    h_ptr,  # writes the normalised, modulated rows (M, D), contiguous
+    M,
+    D,
+    N,
+    T,
+    gate_sb,
+    gate_st,
+    shift_sb,
+    shift_st,
+    scale_sb,
+    scale_st,
+    eps,
+    HAS_GATE: tl.constexpr,
+    AFFINE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_D)
+    mask = (rows < M)[:, None] & (cols < D)[None, :]
+    offs = rows[:, None].to(tl.int64) * D + cols[None, :]
+    frame = rows // N
+    b = frame // T
+    t = frame % T
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        g = tl.load(gate_ptr + (b * gate_sb + t * gate_st)[:, None] + cols[None, :], mask=mask, other=0.0)
+        y = g.to(tl.float32) * y
+    x_new = (x + y).to(x_out_ptr.dtype.element_ty)
+    tl.store(x_out_ptr + offs, x_new, mask=mask)
+    x = x_new.to(tl.float32)  # the stored value, as the unfused norm would read it
+    mean = tl.sum(x, axis=1) / D
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
+    sh = tl.load(shift_ptr + (b * shift_sb + t * shift_st)[:, None] + cols[None, :], mask=mask, other=0.0)
+    sc = tl.load(scale_ptr + (b * scale_sb + t * scale_st)[:, None] + cols[None, :], mask=mask, other=0.0)
+    if AFFINE:
+        h = xc * rstd[:, None] * sc.to(tl.float32) + sh.to(tl.float32)
+    else:
+        h = xc * rstd[:, None] * (1.0 + sc.to(tl.float32)) + sh.to(tl.float32)
+    tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=mask)
+
+
+def residual_norm(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gate: torch.Tensor | None,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float,
+    affine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x, y: (B, T, N, D); gate: (B, T, 1, D) or None (a plain add). Without ``affine``,
+    shift, scale: (B, T, 1, D) (may be strided views); with it, the LayerNorm's bias and weight
+    (D,). Returns (x + gate * y, its LayerNorm modulated), both (B, T, N, D), contiguous."""
+    bsz, t, n, d = x.shape
+    x, y = x.contiguous(), y.contiguous()
+    has_gate = gate is not None
+    if not has_gate:
+        gate, g_b, g_t = x, 0, 0  # never read
+    else:
+        gate, g_b, g_t = frame_rows(gate, x)
+    if affine:
+        if shift.shape != (d,) or scale.shape != (d,):
+            raise ValueError(f"affine bias {tuple(shift.shape)} and weight {tuple(scale.shape)} must be ({d},)")
+        shift, scale = shift.contiguous(), scale.contiguous()
+        sh_b = sh_t = sc_b = sc_t = 0
+    else:
+        shift, sh_b, sh_t = frame_rows(shift, x)
+        scale, sc_b, sc_t = frame_rows(scale, x)
+    x_out, h = torch.empty_like(x), torch.empty_like(x)
+    m = bsz * t * n
+    block_d = triton.next_power_of_2(d)
+    block_m = row_block(block_d)
+    _residual_norm_kernel[(triton.cdiv(m, block_m),)](
+        x, y, gate, shift, scale, x_out, h, m, d, n, t, g_b, g_t, sh_b, sh_t, sc_b, sc_t, eps,
+        HAS_GATE=has_gate, AFFINE=affine,
+        BLOCK_M=block_m, BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8,
+    )
+    return x_out, h
+
+
+def residual_norm_ref(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gate: torch.Tensor | None,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float,
+    affine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch reference (model/ops.py's math: the unfused add, then the norm)."""
+    x = x + y if gate is None else torch.addcmul(x, y, gate)
+    if affine:
+        return x, F.layer_norm(x, (x.shape[-1],), scale, shift, eps)
+    h = F.layer_norm(x, (x.shape[-1],), eps=eps)
+    return x, torch.addcmul(shift, h, 1 + scale)

@@ -1,0 +1,178 @@
+"""The residual + LayerNorm kernel against its reference and against the unfused ops; the
+block's torch path unchanged by the fused op, and the op's routing."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from helpers.models import randomized
+
+from morphcam.kernels import dispatch
+from morphcam.kernels.residual_norm import residual_norm, residual_norm_ref
+from morphcam.model import ops
+from morphcam.model.attention import BlockCausalContext
+from morphcam.model.config import ModelConfig
+from morphcam.model.dit import DiTBlock
+
+SHAPES = [(1, 1, 12, 32), (2, 1, 20, 48), (2, 3, 5, 64), (1, 2, 7, 96)]  # (B, T, N, D); D = 48, 96 not powers of two
+DTYPES = [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)]
+
+
+def _inputs(shape, dtype, device, gated, affine, seed=0):
+    """x, y and the modulation as the network makes them: gate, shift and scale are strided
+    views of one (B, T, 6, D) tensor; affine shift/scale are a (D,) bias and weight."""
+    b, t, n, d = shape
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3 + 1).to(device, dtype)
+    y = torch.randn(shape, generator=g).to(device, dtype)
+    shift, scale, gate = (torch.randn(b, t, 6, d, generator=g) * 0.5).to(device, dtype).unsqueeze(3).unbind(2)[:3]
+    if affine:
+        shift, scale = (torch.randn(2, d, generator=g) * 0.5 + torch.tensor([[0.0], [1.0]])).to(device, dtype).unbind(0)
+    return x, y, gate if gated else None, shift, scale
+
+
+def _double(t):
+    return None if t is None else t.double()
+
+
+def _ulps(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> float:
+    """Largest error of the sum ``out`` in units of the last place of its dtype at the size of
+    the operands (an add of nearly cancelling terms is exact only to that)."""
+    size = x.double().abs() + (y.double() if gate is None else y.double() * gate.double()).abs()
+    err = (out.double() - ref.double()).abs() / (size.clamp_min(1e-3) * torch.finfo(out.dtype).eps)
+    return float(err.max())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("gated", [True, False], ids=["gate", "plain"])
+@pytest.mark.parametrize("affine", [False, True], ids=["modulate", "affine"])
+def test_residual_norm_matches_reference(shape, dtype, tol, gated, affine, device, rel_error):
+    x, y, gate, shift, scale = _inputs(shape, dtype, device, gated, affine, seed=sum(shape))
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    assert x_out.shape == h.shape == x.shape and x_out.dtype == h.dtype == dtype
+    assert x_out.is_contiguous() and h.is_contiguous()
+    ref_x, ref_h = residual_norm_ref(x.double(), y.double(), _double(gate), shift.double(), scale.double(), 1e-6, affine)
+    # The stream is one rounding of the exact sum (Triton's interpreter truncates to bf16: one ulp).
+    assert _ulps(x_out, ref_x, x, y, gate) <= 1.0
+    assert rel_error(h, ref_h) < tol
+    # The norm reads the stream as stored: against the reference from the stored x_out, h is
+    # as close as its own rounding allows.
+    zero = torch.zeros_like(x_out, dtype=torch.float64)
+    _, from_stored = residual_norm_ref(x_out.double(), zero, None, shift.double(), scale.double(), 1e-6, affine)
+    assert rel_error(h, from_stored) < tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("affine", [False, True], ids=["modulate", "affine"])
+def test_norm_reads_the_rounded_stream(dtype, affine, device, rel_error):
+    """Rows of large mean and small spread: rounding the sum to 16 bits moves every value by a
+    large part of the spread, so only a norm of the stored sum matches the unfused ops."""
+    shape = (1, 2, 6, 48)
+    x, y, gate, shift, scale = _inputs(shape, dtype, device, True, affine, seed=7)
+    base = 1000.0 if dtype == torch.float16 else 100.0  # a last place of 0.5 in either
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(8)) + base).to(device, dtype)
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    ref_x, ref_h = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine)  # the unfused ops in dtype
+    assert _ulps(x_out, ref_x, x, y, gate) <= 1.0
+    zero = torch.zeros_like(x_out, dtype=torch.float64)
+    _, from_stored = residual_norm_ref(x_out.double(), zero, None, shift.double(), scale.double(), 1e-6, affine)
+    exact = torch.addcmul(x.double(), y.double(), gate.double())
+    _, from_exact = residual_norm_ref(exact, zero, None, shift.double(), scale.double(), 1e-6, affine)
+    assert rel_error(h, from_stored) < 1e-2
+    assert rel_error(from_exact, from_stored) > 0.05  # five times the tolerance: the test tells them apart
+    if dtype == torch.float16:  # the interpreter rounds float16 as the GPU and torch do
+        assert torch.equal(x_out, ref_x)
+        assert rel_error(h, ref_h) < 5e-3
+
+
+def test_residual_norm_checks_affine_shapes(device):
+    x, y, gate, shift, scale = _inputs((1, 1, 4, 32), torch.float32, device, True, False)
+    with pytest.raises(ValueError, match="affine"):
+        residual_norm(x, y, gate, shift, scale, 1e-6, affine=True)  # per-frame (B, T, 1, D), not (D,)
+
+
+def test_ops_routes_residual_norm(device, monkeypatch):
+    calls = []
+    real = dispatch.kernel
+    monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
+    for gated, affine in ((True, True), (False, False)):
+        x, y, gate, shift, scale = _inputs((2, 2, 3, 48), torch.float32, device, gated, affine, seed=3)
+        want = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine)
+        with torch.no_grad(), dispatch.force("torch"):
+            for got, ref in zip(ops.residual_norm(x, y, gate, shift, scale, 1e-6, affine), want):
+                torch.testing.assert_close(got, ref, rtol=0, atol=0)
+        assert calls == []  # the torch leg calls no kernel
+        with torch.no_grad(), dispatch.force("triton"):
+            for got, ref in zip(ops.residual_norm(x, y, gate, shift, scale, 1e-6, affine), want):
+                torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        assert calls == ["residual_norm"]
+        calls.clear()
+
+
+def test_ops_torch_path_is_the_unfused_ops():
+    """Bit for bit the add then the norm as the network computed them before fusing."""
+    x, y, gate, shift, scale = _inputs((2, 3, 5, 48), torch.bfloat16, "cpu", True, False, seed=5)
+    w, b = (torch.randn(2, 48) * 0.5 + 1).bfloat16().unbind(0)
+    with torch.no_grad(), dispatch.force("torch"):
+        x1 = ops.gated_residual(x, y, gate)
+        want = x1, ops.layer_norm(x1, w, b, 1e-6)
+        got = ops.residual_norm(x, y, gate, b, w, 1e-6, affine=True)
+        for a, c in zip(got, want):
+            assert torch.equal(a, c)
+        x2 = x + y
+        want = x2, ops.layer_norm_modulate(x2, shift, scale, 1e-6)
+        got = ops.residual_norm(x, y, None, shift, scale, 1e-6)
+        for a, c in zip(got, want):
+            assert torch.equal(a, c)
+    # And it keeps autograd (training takes this path).
+    xg = x.float().requires_grad_()
+    with dispatch.force("triton"):
+        x_out, h = ops.residual_norm(xg, y.float(), gate.float(), b.float(), w.float(), 1e-6, affine=True)
+    (x_out.sum() + h.square().sum()).backward()
+    assert xg.grad is not None
+
+
+def _unfused_block_forward(self, x, mod, text, rope, context):
+    """``DiTBlock.forward`` as it was before the fused op: each add, then its norm."""
+    b, t, n, d = x.shape
+    shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
+    h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
+    q, k, v = self.qkv(h).view(b, t * n, 3, -1).unbind(2)
+    q, k, v = self._heads(q), self._heads(k), self._heads(v)
+    q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, context.ring_slots(self.layer))
+    a = context.attend(self.layer, q, k, v, self.frame_emb)
+    x = ops.gated_residual(x, self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1)), gate1)
+    h = ops.layer_norm(x, self.cross_norm.weight, self.cross_norm.bias, self.eps).view(b, t * n, d)
+    ck, cv = self.cross_kv(text).chunk(2, dim=-1)
+    c = ops.attention(self._heads(self.cross_q(h)), self._heads(ck), self._heads(cv))
+    x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
+    h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
+    ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)
+    return ops.gated_residual(x, self.ffn_out(ffn), gate2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_network_torch_path_unchanged(dtype, monkeypatch):
+    """A clip forward of the whole denoiser, bit for bit the unfused blocks' output."""
+    cfg = dataclasses.replace(
+        ModelConfig.from_name("tiny"), name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8),
+        latent_channels=4, dim=48, n_layers=2, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2,
+        width=32, height=32,
+    )
+    dit = randomized(cfg).dit.to(dtype)
+    g = torch.Generator().manual_seed(1)
+    b, t, hw = 2, 3, 8
+    x, cond = (torch.randn(2, b, t, cfg.latent_channels, hw, hw, generator=g).to(dtype)).unbind(0)
+    sigma, step = torch.rand(2, b, t, generator=g).unbind(0)
+    pooled = torch.randn(b, cfg.text_dim, generator=g).to(dtype)
+    tokens = torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g).to(dtype)
+    ctx = BlockCausalContext(cfg, t, (hw // cfg.patch_size) ** 2, "cpu")
+    with torch.no_grad(), dispatch.force("torch"):
+        fused = dit(x, cond, sigma, step, pooled, tokens, ctx)
+        monkeypatch.setattr(DiTBlock, "forward", _unfused_block_forward)
+        unfused = dit(x, cond, sigma, step, pooled, tokens, ctx)
+    assert fused.abs().mean() > 1e-2
+    assert torch.equal(fused, unfused)
