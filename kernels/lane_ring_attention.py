@@ -15,7 +15,8 @@ from .ring_attention import launch
 
 
 def lane_ring_attention(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:
-    """q: (B, H, Lq, Dh), row b attending to lane ``ring.lanes[b]``. Returns (B, H, Lq, Dh)."""
+    """q: (B, H, Lq, Dh) (any strides: token-major as ``qk_norm_rope`` makes it, or contiguous), row b
+    attending to lane ``ring.lanes[b]``. Returns (B, H, Lq, Dh) whose memory is token-major."""
     lanes, h, rows, dh = ring.k.shape
     if ring.k.stride() != ring.v.stride() or ring.k.stride()[1:] != (rows * dh, dh, 1):
         raise ValueError("each lane's k and v must be a contiguous (H, slots * N, Dh) block, with equal strides")
@@ -23,7 +24,7 @@ def lane_ring_attention(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:
         raise ValueError("frame_idx and token_valid must be contiguous (lanes, ...) tensors")
     if len(ring.lanes) != q.shape[0]:
         raise ValueError(f"{len(ring.lanes)} lanes for a batch of {q.shape[0]}")
-    return launch(q.contiguous(), ring, ring.lanes, ring.k.stride(0))
+    return launch(q, ring, ring.lanes, ring.k.stride(0))
 
 
 def lane_ring_attention_ref(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The attention input in one pass: each program reads a block of tokens of one head of q, k, v
 straight from the QKV projection's strided views, RMS-normalises q and k in fp32, rotates them by
-their token's RoPE angles and stores q; k and v go either to fresh tensors or, in a stream step,
+their token's RoPE angles and stores q in token-major memory ((B, L, H, Dh), the layout the
+attention output keeps for the output projection); k and v go either to fresh tensors or, in a stream step,
 into the session's KV ring at the chunk's slots. The slots are a device tensor (``RingSlots.slot``),
 so the write needs no host sync and replays unchanged in a CUDA graph while the ring turns.
 """
@@ -27,8 +28,8 @@ def _qk_norm_rope_kernel(
     kw_ptr,  # reads the k RMSNorm weight (DH,)
     cos_ptr,  # reads cos (N, DH // 2), contiguous
     sin_ptr,  # reads sin (N, DH // 2), contiguous
-    q_out_ptr,  # writes q (B, H, L, DH), contiguous
-    k_out_ptr,  # writes k (B, H, L, DH), contiguous, or the ring's k (H, slots * N, DH) when WRITE_RING
+    q_out_ptr,  # writes q (B, H, L, DH) at b * so_b + h * so_h + l * so_l + d
+    k_out_ptr,  # writes k (B, H, L, DH), strides so_* (as q), or the ring's k (H, slots * N, DH) when WRITE_RING
     v_out_ptr,  # writes the ring's v (H, slots * N, DH) when WRITE_RING (unused otherwise)
     slot_ptr,  # reads the chunk's slots (F,) long when WRITE_RING, (B, F) when LANES
     lane_ptr,  # reads each batch row's lane (B,) long when LANES
@@ -40,6 +41,7 @@ def _qk_norm_rope_kernel(
     sq_b, sq_h, sq_l,
     sk_b, sk_h, sk_l,
     sv_b, sv_h, sv_l,
+    so_b, so_h, so_l,
     eps,
     DH: tl.constexpr,
     BLOCK_L: tl.constexpr,
@@ -69,8 +71,8 @@ def _qk_norm_rope_kernel(
     e = e * rstd[:, None] * qw_e[None, :]
     o = o * rstd[:, None] * qw_o[None, :]
     q = tl.reshape(tl.join(e * cos - o * sin, e * sin + o * cos), (BLOCK_L, DH))
-    out_rows = bh.to(tl.int64) * L + rows
-    tl.store(q_out_ptr + out_rows[:, None] * DH + cols[None, :], q.to(q_out_ptr.dtype.element_ty), mask=mask)
+    out = b.to(tl.int64) * so_b + h.to(tl.int64) * so_h + rows[:, None].to(tl.int64) * so_l + cols[None, :]
+    tl.store(q_out_ptr + out, q.to(q_out_ptr.dtype.element_ty), mask=mask)
 
     k = tl.load(k_ptr + b * sk_b + h * sk_h + rows[:, None] * sk_l + cols[None, :], mask=mask, other=0.0)
     k = k.to(tl.float32)
@@ -92,7 +94,7 @@ def _qk_norm_rope_kernel(
         v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_l + cols[None, :], mask=mask, other=0.0)
         tl.store(v_out_ptr + dest[:, None] * DH + cols[None, :], v.to(v_out_ptr.dtype.element_ty), mask=mask)
     else:
-        tl.store(k_out_ptr + out_rows[:, None] * DH + cols[None, :], k.to(k_out_ptr.dtype.element_ty), mask=mask)
+        tl.store(k_out_ptr + out, k.to(k_out_ptr.dtype.element_ty), mask=mask)
 
 
 def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slot, ring_rows, n,
@@ -101,9 +103,9 @@ def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slo
     # Frames are small (144-576 tokens): short row blocks give the GPU enough programs (~2 per SM).
     # At most 32 rows: at 64 rows of Dh = 64 the pair split/join spills to local memory (sm_90 SASS).
     block_l = max(16, min(32, triton.next_power_of_2(triton.cdiv(b * h * length, 264)), 2048 // dh))
-    for t in (q, k, v):
+    for t in (q, k, v, q_out):
         if t.stride(-1) != 1:
-            raise ValueError("q, k and v need a unit stride along head_dim")
+            raise ValueError("q, k, v and the output need a unit stride along head_dim")
     grid = (b * h, triton.cdiv(length, block_l))
     _qk_norm_rope_kernel[grid](
         q, k, v, q_weight, k_weight, cos, sin, q_out, k_out, v_out, slot, q if lanes is None else lanes,
@@ -111,6 +113,7 @@ def _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, v_out, slo
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
+        q_out.stride(0), q_out.stride(1), q_out.stride(2),
         eps, DH=dh, BLOCK_L=block_l, WRITE_RING=slot is not None, LANES=lanes is not None, num_warps=4,
     )
 
@@ -129,6 +132,10 @@ def qk_norm_rope(
     """q, k, v: (B, H, T * N, Dh) (strided views are read in place); q_weight, k_weight: (Dh,);
     cos, sin: (N, Dh // 2). Returns (q, k), each (B, H, T * N, Dh), normalised and rotated.
 
+    The returned q and k are (B, H, L, Dh) views whose memory is token-major, (B, L, H, Dh): their
+    ``transpose(1, 2)`` is contiguous. Attention reads q through its strides and writes its output
+    token-major too, so the output projection's ``transpose(1, 2).reshape`` is a view, not a copy.
+
     With ``ring`` (one ``RingSlots`` per batch row, or the ``LaneSlots`` of a pool), k and v are
     written into the rings at the chunk's slots instead, and the returned k is None.
     """
@@ -137,9 +144,9 @@ def qk_norm_rope(
     if length % n:
         raise ValueError(f"{length} tokens is not a whole number of {n}-token frames")
     cos, sin = cos.contiguous(), sin.contiguous()
-    q_out = torch.empty((b, h, length, dh), device=q.device, dtype=q.dtype)
-    if ring is None:
-        k_out = torch.empty_like(q_out)
+    q_out = torch.empty((b, length, h, dh), device=q.device, dtype=q.dtype).transpose(1, 2)
+    if ring is None:  # k_out has q_out's strides: the kernel writes both through them
+        k_out = torch.empty((b, length, h, dh), device=q.device, dtype=q.dtype).transpose(1, 2)
         _launch(q, k, v, q_weight, k_weight, cos, sin, eps, q_out, k_out, k_out, None, 0, n)
         return q_out, k_out
     if isinstance(ring, LaneSlots):  # one launch for the whole batch, each row into its lane
