@@ -25,6 +25,14 @@ from .ops import RingSlots
 KVRecorder = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
+def empty_token_major(q: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of q's (B, H, L, Dh) shape, dtype and device whose memory is
+    token-major, (B, L, H, Dh), whatever q's layout: the attention output the block's output
+    projection reads through ``transpose(1, 2).reshape`` (a view, no copy)."""
+    b, h, length, dh = q.shape
+    return torch.empty((b, length, h, dh), device=q.device, dtype=q.dtype).transpose(1, 2)
+
+
 class AttentionContext(Protocol):
     def ring_slots(self, layer: int) -> list[RingSlots] | None:
         """Where the layer's normalised K/V are written before ``attend`` (one per batch row), or None."""
@@ -33,9 +41,11 @@ class AttentionContext(Protocol):
     def attend(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frame_emb: torch.Tensor
     ) -> torch.Tensor:
-        """q, k, v: (B, H, T * N, Dh) for the frames being run; frame_emb: (P, H, Dh).
+        """q, k, v: (B, H, T * N, Dh) for the frames being run (q may be token-major, as the
+        Triton ``qk_norm_rope`` makes it); frame_emb: (P, H, Dh).
 
-        Returns (B, H, T * N, Dh).
+        Returns (B, H, T * N, Dh), token-major where the context allocates it (``empty_token_major``)
+        so that the caller's ``transpose(1, 2).reshape`` is a view.
         """
         ...
 
@@ -86,7 +96,7 @@ class BlockCausalContext:
         if self.record is not None:
             self.record(layer, k, v)
         b, h, length, dh = k.shape
-        out = torch.empty_like(q)
+        out = empty_token_major(q)
         k_frames = k.unflatten(2, (length // self.n, self.n))
         for rows, idx, mask in self.chunks:
             # Keys of every frame, offset by their frame index as seen from this chunk.
@@ -111,9 +121,10 @@ class StreamContext:
     def attend(self, layer, q, k, v, frame_emb):
         # Sessions have their own caches (and may sit at different ring phases), so attention runs
         # per session; the projections around it stay batched.
+        # One cache: the kernel's output is token-major already (the [None] is a view of it).
         if len(self.caches) == 1:
             return ops.ring_attention(q[0], self.caches[0].ring_view(layer, frame_emb))[None]
-        out = torch.empty_like(q)
+        out = empty_token_major(q)
         for b, cache in enumerate(self.caches):
             out[b] = ops.ring_attention(q[b], cache.ring_view(layer, frame_emb))
         return out
