@@ -136,8 +136,9 @@ class SplitContext:
     def attend(self, layer, q, k, v, frame_emb):
         from morphcam.kernels import dispatch
         from morphcam.model import ops
+        from morphcam.model.attention import empty_token_major
 
-        out = torch.empty_like(q)
+        out = empty_token_major(q)  # the block's reshape after attention is then a view
         with dispatch.force("torch"):  # outside the compiled graph, but still the torch path
             for b, cache in enumerate(self.caches):
                 cache.write_kv(layer, k[b], v[b])

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from benchlib import bench_ms, count_flops, measure_ceilings, time_calls
 from morphcam.kernels import dispatch
-from morphcam.model.attention import StreamContext
+from morphcam.model.attention import StreamContext, empty_token_major
 from morphcam.model.cache_batch import SessionCaches
 from morphcam.model.config import ModelConfig
 
@@ -95,16 +95,22 @@ class ChosenAttention(StreamContext):
             return super().attend(layer, q, k, v, frame_emb)
         from torch.nn.attention import sdpa_kernel
 
-        out = torch.empty_like(q)
-        for b, cache in enumerate(self.caches):
+        def one(b, cache):
             keys, values = cache.keys_values(layer, frame_emb)
             cfg = cache.config
             if cache.frames_seen >= cfg.sink_frames + cfg.window_frames:  # every slot valid: no mask
                 with sdpa_kernel(_sdpa_backends(self.attention)):
-                    out[b] = F.scaled_dot_product_attention(q[b][None], keys[None], values[None])[0]
-            else:  # the first chunks (warm-up): any backend that takes the mask
-                mask = cache.key_mask()[None]
-                out[b] = F.scaled_dot_product_attention(q[b][None], keys[None], values[None], attn_mask=mask)[0]
+                    return F.scaled_dot_product_attention(q[b][None], keys[None], values[None])
+            mask = cache.key_mask()[None]  # the first chunks (warm-up): any backend that takes the mask
+            return F.scaled_dot_product_attention(q[b][None], keys[None], values[None], attn_mask=mask)
+
+        # One cache: SDPA's output as it is (cuDNN and FLASH allocate it in q's layout, token-major
+        # from the Triton QK-norm/RoPE, so the block's reshape after attention is a view).
+        if len(self.caches) == 1:
+            return one(0, self.caches[0])
+        out = empty_token_major(q)
+        for b, cache in enumerate(self.caches):
+            out[b] = one(b, cache)[0]
         return out
 
 
