@@ -61,19 +61,21 @@ def main() -> None:
                     "scale_sb": "i32", "scale_st": "i32", "eps": "fp32"},
                    {"HAS_GATE": gate, "AFFINE": affine, "BLOCK_M": bm, "BLOCK_D": bd}, warps)
     report("gelu", gelu._gelu_kernel, {"x_ptr": p, "out_ptr": p, "numel": "i32"}, {"BLOCK": gelu.BLOCK}, 4)
-    strides = {f"s{t}_{a}": "i32" for t in "qkv" for a in "bhl"}
+    strides = {f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhl"}  # q, k, v in; o: q (and k) out
     for block_l in (16, 32):
         for ring in (False, True):
             report(f"qk_norm_rope Dh=64 BLOCK_L={block_l} ring={ring}", qk_norm_rope._qk_norm_rope_kernel,
                    {"q_ptr": p, "k_ptr": p, "v_ptr": p, "qw_ptr": p, "kw_ptr": p, "cos_ptr": p, "sin_ptr": p,
-                    "q_out_ptr": p, "k_out_ptr": p, "v_out_ptr": p, "slot_ptr": "*i64", "H": "i32", "L": "i32",
-                    "N": "i32", "ring_rows": "i32", **strides, "eps": "fp32"},
-                   {"DH": 64, "BLOCK_L": block_l, "WRITE_RING": ring}, 4)
+                    "q_out_ptr": p, "k_out_ptr": p, "v_out_ptr": p, "slot_ptr": "*i64", "lane_ptr": "*i64",
+                    "H": "i32", "L": "i32", "N": "i32", "ring_rows": "i32", "lane_stride": "i32", **strides,
+                    "eps": "fp32"},
+                   {"DH": 64, "BLOCK_L": block_l, "WRITE_RING": ring, "LANES": False}, 4)
     for block_m, warps in ((16, 2), (32, 4), (64, 8)):
         report(f"ring_attention Dh=64 BLOCK_M={block_m} BLOCK_N=64", ring_attention._ring_attention_kernel,
                {"q_ptr": p, "k_ptr": p, "v_ptr": p, "fidx_ptr": "*i64", "valid_ptr": "*u8", "emb_ptr": p,
-                "out_ptr": p, "H": "i32", "Lq": "i32", "S": "i32", "N": "i32", "qk_scale": "fp32"},
-               {"DH": 64, "BLOCK_M": block_m, "BLOCK_N": 64, "IEEE": False}, warps, 2)
+                "out_ptr": p, "lane_ptr": "*i64", "H": "i32", "Lq": "i32", "S": "i32", "N": "i32",
+                "lane_stride": "i32", **{f"s{t}_{a}": "i32" for t in "qo" for a in "bhl"}, "qk_scale": "fp32"},
+               {"DH": 64, "BLOCK_M": block_m, "BLOCK_N": 64, "IEEE": False, "LANES": False}, warps, 2)
 
 
 if __name__ == "__main__":
