@@ -63,11 +63,14 @@ def test_qk_norm_rope_writes_the_ring(case, dtype, tol, device, rel_error):
                                     sin.double(), 1e-6)
     q_out, k_out = qk_norm_rope(q, k, v, qw, kw, cos, sin, 1e-6)
     assert rel_error(q_out, q_ref) < tol and rel_error(k_out, k_ref) < tol
+    # (B, H, L, Dh) views of token-major memory: attention's output can then be too.
+    assert q_out.shape == k_out.shape == q.shape
+    assert q_out.transpose(1, 2).is_contiguous() and k_out.transpose(1, 2).is_contiguous()
 
     caches = [_ring(cfg, grid, seen, device, dtype) for _ in range(b)]
     before = [(c.k.clone(), c.v.clone()) for c in caches]
     q_out, none = qk_norm_rope(q, k, v, qw, kw, cos, sin, 1e-6, [c.ring_slots(1) for c in caches])
-    assert none is None and rel_error(q_out, q_ref) < tol
+    assert none is None and rel_error(q_out, q_ref) < tol and q_out.transpose(1, 2).is_contiguous()
     for i, (c, (k0, v0)) in enumerate(zip(caches, before)):
         ref_k, ref_v = k0.double(), v0.double()
         r = dataclasses.replace(c.ring_slots(1), k=ref_k[1], v=ref_v[1])
@@ -93,3 +96,27 @@ def test_ring_attention(case, dtype, tol, device, rel_error):
     full = dataclasses.replace(as64, token_valid=torch.ones_like(view.token_valid))
     if not view.token_valid.all():
         assert rel_error(out, ring_attention_ref(q.double(), full)) > 10 * tol
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_ring_attention_reads_any_q_layout(dtype, tol, device, rel_error):
+    """q token-major (as qk_norm_rope stores it), contiguous or strided with a unit Dh stride:
+    the same values; the output is token-major whatever q is, so ``[None]`` and the block's
+    ``transpose(1, 2).reshape`` after it are views."""
+    sink, window, per_step, seen, grid, _ = CASES[1]
+    cfg = _config(sink, window, per_step)
+    h, dh, lq = cfg.n_heads, cfg.head_dim, per_step * grid[0] * grid[1]
+    cache = _ring(cfg, grid, seen, device, dtype)
+    view = cache.ring_view(1, torch.randn(cfg.frame_positions, h, dh, device=device, dtype=dtype))
+    token_major = torch.randn(lq, h, dh, device=device, dtype=dtype).transpose(0, 1)
+    contiguous = token_major.contiguous()
+    padded = torch.zeros(h, lq, 2 * dh, device=device, dtype=dtype)[:, :, :dh].copy_(token_major)
+    as64 = dataclasses.replace(view, k=view.k.double(), v=view.v.double(), frame_emb=view.frame_emb.double())
+    want = ring_attention_ref(contiguous.double(), as64)
+    outs = [ring_attention(q, view) for q in (token_major, contiguous, padded)]
+    for out in outs:
+        assert out.shape == (h, lq, dh) and out.transpose(0, 1).is_contiguous()
+        assert rel_error(out, want) < tol
+        blocked = out[None].transpose(1, 2).reshape(1, lq, h * dh)
+        assert blocked.data_ptr() == out.data_ptr() and blocked._base is not None
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
