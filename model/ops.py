@@ -139,6 +139,8 @@ def qk_norm_rope(
     q, k, v: (B, H, T * N, Dh); q_weight, k_weight: (Dh,); cos, sin: (N, Dh // 2). Returns
     (q, k), (B, H, T * N, Dh). With ``ring`` (one ``RingSlots`` per batch row) the normalised k
     and v are written into each session's ring at the chunk's slots and the returned k is None.
+    The kernel's q and k are views of token-major memory ((B, T * N, H, Dh)), the torch path's
+    are contiguous: the same values, and attention takes either.
     """
     if dispatch.use_triton(q):
         return dispatch.kernel("qk_norm_rope")(q, k, v, q_weight, k_weight, cos, sin, eps, ring)
@@ -190,7 +192,8 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     """One session's chunk attending to its KV ring (sinks, window and the chunk itself).
 
     q: (H, Lq, Dh). Keys get their slot's frame-index offset ``frame_emb[frame_idx]``; slots not
-    marked in ``token_valid`` are masked. Returns (H, Lq, Dh).
+    marked in ``token_valid`` are masked. Returns (H, Lq, Dh); the kernel's (which reads q
+    through its strides) is a view of token-major memory, (Lq, H, Dh).
     """
     if dispatch.use_triton(q):
         return dispatch.kernel("ring_attention")(q, ring)
@@ -201,7 +204,8 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
 def lane_ring_attention(q: torch.Tensor, ring: LaneRingView) -> torch.Tensor:
     """``ring_attention`` for a batch of sessions whose caches are lanes of one pool.
 
-    q: (B, H, Lq, Dh); row b attends to lane ``ring.lanes[b]``. Returns (B, H, Lq, Dh).
+    q: (B, H, Lq, Dh); row b attends to lane ``ring.lanes[b]``. Returns (B, H, Lq, Dh), token-major
+    memory from the kernel, as ``ring_attention``.
     """
     if dispatch.use_triton(q):
         return dispatch.kernel("lane_ring_attention")(q, ring)
