@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import ops
-from ..attention import BlockCausalContext
+from ..attention import BlockCausalContext, empty_token_major
 from ..host import to_device
 from ..network import RestyleModel
 from .config import TrainConfig
@@ -103,7 +103,7 @@ class PairedContext:
     def attend(self, layer, q, k, v, frame_emb):
         """q, k, v: (2B, H, T * N, Dh); frame_emb: (P, H, Dh). Returns (2B, H, T * N, Dh)."""
         b, n = q.shape[0] // 2, self.base.n
-        out = torch.empty_like(q)
+        out = empty_token_major(q)  # the output projection reshapes it as a view
         out[:b] = self.base.attend(layer, q[:b], k[:b], v[:b], frame_emb)
         for rows, idx, mask in self.base.chunks:
             kc, vc = k[:b].clone(), v[:b].clone()
