@@ -3,9 +3,10 @@
 The attention input in one pass: each program reads a block of tokens of one head of q, k, v
 straight from the QKV projection's strided views, RMS-normalises q and k in fp32, rotates them by
 their token's RoPE angles and stores q in token-major memory ((B, L, H, Dh), the layout the
-attention output keeps for the output projection); k and v go either to fresh tensors or, in a stream step,
-into the session's KV ring at the chunk's slots. The slots are a device tensor (``RingSlots.slot``),
-so the write needs no host sync and replays unchanged in a CUDA graph while the ring turns.
+attention output keeps for the output projection); k and v go either to fresh tensors (k
+token-major too) or, in a stream step, into the session's KV ring at the chunk's slots. The
+slots are a device tensor (``RingSlots.slot``), so the write needs no host sync and replays
+unchanged in a CUDA graph while the ring turns.
 """
 from __future__ import annotations
 
