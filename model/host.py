@@ -22,7 +22,7 @@ def to_device(t: Tensor, device: torch.device | str, dtype: torch.dtype | None =
     if dtype is not None and t.dtype != dtype and t.device.type == "cpu":
         t = t.to(dtype)  # cast on the host: the copy then moves the final bytes
     if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, dtype, non_blocking=True)
+        return t.contiguous().pin_memory().to(device, dtype, non_blocking=True)
     return t.to(device, dtype)
 
 

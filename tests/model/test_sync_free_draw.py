@@ -48,6 +48,6 @@ def test_drawing_batches_makes_no_synchronising_call(tmp_path):
                              torch.Generator("cuda").manual_seed(step), "cuda")
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = sorted({f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)})
+    syncs = sorted({f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "called a synchronizing" in str(w.message)})
     assert not syncs, "synchronising calls while drawing batches:\n" + "\n".join(syncs)
     assert batch.inputs.is_cuda and torch.isfinite(batch.targets).all()
