@@ -9,7 +9,13 @@ batches, a throw-away run folder), runs ``--warmup-steps`` steps (the pool fills
 - the GPU busy share: the summed kernel (and memcpy/memset) time over the profiled wall time;
   ``gpu_busy_est`` sets the same kernel time against the plain window's step time instead
   (the profiler slows the host, not the kernels);
-- that time per step in categories, and the 15 kernels that take most of it.
+- that time per step in categories, and the 15 kernels that take most of it;
+- the host's time per step inside the scopes below (the batch draw, the eager DiT forwards such
+  as self-rollouts, the frozen autoencoder), from the profiled window: where a host-bound step's
+  time goes;
+- on a GPU, the calls that made the host wait for the GPU in ``--sync-steps`` more steps, by
+  source line (``torch.cuda.set_sync_debug_mode("warn")``; PyTorch calls it a prototype that
+  does not catch every synchronising operation).
 
 On a CPU there are no kernels: the categories and the top 15 are over the ops' self CPU time,
 and the busy shares are null (a smoke test, not a measurement).
@@ -180,9 +186,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def profile_trainer(trainer, warmup_steps: int, steps: int) -> dict[str, Any]:
-    """Warm up, time ``steps`` steps plainly, profile ``steps`` more; returns the report (see the
-    module docstring; times per step in seconds)."""
+SCOPE_NAMES = {DRAW_SCOPE: "batch_draw", DIT_SCOPE: "dit_eager_forwards", AE_SCOPE: "autoencoder"}
+
+
+def host_scopes(events, steps: int) -> dict[str, float]:
+    """Host seconds per step inside each scope (``SCOPE_NAMES``), outermost ranges only, so a
+    scope nested in another of the same name is not counted twice."""
+    out = dict.fromkeys(SCOPE_NAMES.values(), 0.0)
+    for e in events:
+        if e.device_type != DeviceType.CPU or e.name not in SCOPE_NAMES:
+            continue
+        parent = e.cpu_parent
+        while parent is not None and parent.name != e.name:
+            parent = parent.cpu_parent
+        if parent is None:
+            out[SCOPE_NAMES[e.name]] += e.time_range.elapsed_us() / 1e6 / steps
+    return out
+
+
+def sync_sites(trainer, steps: int) -> dict[str, float]:
+    """Synchronising calls per step by source line, over ``steps`` steps under PyTorch's sync
+    debug mode (CUDA only)."""
+    import warnings
+
+    counts: dict[str, int] = defaultdict(int)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                trainer.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "called a synchronizing" in str(w.message):
+            counts[f"{w.filename}:{w.lineno}"] += 1
+    return {site: n / steps for site, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def profile_trainer(trainer, warmup_steps: int, steps: int, sync_steps: int = 0) -> dict[str, Any]:
+    """Warm up, time ``steps`` steps plainly, profile ``steps`` more, then (CUDA) look for
+    synchronising calls in ``sync_steps`` more; returns the report (see the module docstring;
+    times per step in seconds)."""
     dev, on_gpu = trainer.device, trainer.device.type == "cuda"
     scopes = Scopes(trainer)
     trainer.model.train()
@@ -226,6 +271,8 @@ def profile_trainer(trainer, warmup_steps: int, steps: int) -> dict[str, Any]:
         "gpu_busy_est": min(1.0, total_us / 1e6 / steps / plain) if on_gpu else None,
         "categories": {c: {"s_per_step": us / 1e6 / steps, "share": us / measured if measured else 0.0}
                        for c, us in per_cat.items()},
+        "host_s_per_step": host_scopes(prof.events(), steps),
+        "sync_sites_per_step": sync_sites(trainer, sync_steps) if on_gpu and sync_steps > 0 else None,
         "top": [{"name": name, "category": max(e["by_cat"], key=e["by_cat"].get), "s_per_step": e["us"] / 1e6 / steps,
                  "share": e["us"] / measured if measured else 0.0, "calls_per_step": e["calls"] / steps}
                 for name, e in top],
@@ -248,6 +295,14 @@ def print_report(report: dict[str, Any]) -> None:
     for t in report["top"]:
         print(f"  {t['s_per_step'] * 1e3:9.3f} ms {t['share']:6.1%} {t['calls_per_step']:7.1f}/step  "
               f"{t['category']:16s} {t['name'][:100]}")
+    host = report.get("host_s_per_step") or {}
+    print(f"host time per step (profiled, of {report['profiled_s_per_step'] * 1e3:.1f} ms): "
+          + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in host.items()))
+    sites = report.get("sync_sites_per_step")
+    if sites is not None:
+        print(f"synchronising calls per step: {sum(sites.values()):.1f}" + ("" if sites else " (none found)"))
+        for site, n in list(sites.items())[:15]:
+            print(f"  {n:6.1f}  {site}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--warmup-steps", type=int, default=3, help="steps before timing (the pool fills in the first)")
     parser.add_argument("--profile-steps", type=int, default=10, help="steps timed, then as many profiled")
+    parser.add_argument("--sync-steps", type=int, default=2,
+                        help="steps run last under CUDA's sync debug mode, to name the calls that wait for the GPU")
     parser.add_argument("--out", dest="report", help="write the report as JSON here")
     args = parser.parse_args(argv)
     if args.profile_steps < 1 or args.warmup_steps < 0:
@@ -266,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="train-profile-") as tmp:
         trainer = build_trainer(args, Path(tmp))
         try:
-            report = profile_trainer(trainer, args.warmup_steps, args.profile_steps)
+            report = profile_trainer(trainer, args.warmup_steps, args.profile_steps, args.sync_steps)
         finally:
             trainer.close()
     cfg = trainer.config

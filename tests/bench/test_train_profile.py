@@ -48,6 +48,12 @@ def test_cpu_smoke_run_reports_every_category(tmp_path, capsys, monkeypatch):
     assert report["gpu_busy"] is None and report["time_kind"] == "op self CPU"
     assert 1 <= len(report["top"]) <= 15 and report["pool_bytes"]["frames"] == 0
     assert report["pool_bytes"]["latents"] > 0 and "s/step" in capsys.readouterr().out
+    # Host time by scope: the batch draw (which encodes the new clips: the autoencoder inside it)
+    # takes host time, within the profiled step; no sync report without a GPU.
+    host = report["host_s_per_step"]
+    assert set(host) == {"batch_draw", "dit_eager_forwards", "autoencoder"}
+    assert 0 < host["batch_draw"] < report["profiled_s_per_step"] and host["autoencoder"] > 0
+    assert report["sync_sites_per_step"] is None
 
 
 def test_classify_reads_scopes_before_op_names():
