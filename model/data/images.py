@@ -90,9 +90,13 @@ def _skimage_photos() -> Iterable[tuple[str, np.ndarray]]:
 
 
 def _read_picture(path: Path, max_side: int) -> Tensor | None:
-    """Decode one picture with PyAV, scaled down during decoding (big wallpapers stay cheap)."""
-    import av
-
+    """Decode one picture, scaled down so its longer side is at most ``max_side``: with PyAV
+    (scaled during decoding, so big wallpapers stay cheap), or with Pillow where PyAV is not
+    installed (scikit-image depends on Pillow). None, logged, for a file neither can read."""
+    try:
+        import av
+    except ImportError:
+        return _read_picture_pillow(path, max_side)
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
@@ -100,9 +104,34 @@ def _read_picture(path: Path, max_side: int) -> Tensor | None:
         log.info("skipping unreadable picture %s: %s", path, exc)
         return None
     scale = min(1.0, max_side / max(frame.width, frame.height))
+    # RGBA, so transparency is composited on white as for every other source (opaque: alpha 255).
     frame = frame.reformat(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)),
-                           format="rgb24")
-    return torch.from_numpy(frame.to_ndarray()).permute(2, 0, 1).contiguous()
+                           format="rgba")
+    return to_rgb_tensor(frame.to_ndarray())
+
+
+def _read_picture_pillow(path: Path, max_side: int) -> Tensor | None:
+    """``_read_picture`` with Pillow: JPEGs decode at a reduced scale first (``draft``), then the
+    picture is shrunk by area averaging to the same size PyAV would give."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise ImportError("reading pictures needs PyAV or Pillow: pip install av") from exc
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            scale = min(1.0, max_side / max(width, height))
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            img.draft("RGB", size)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale when that still covers size
+            rgba = img.convert("RGBA") if "A" in img.getbands() or img.mode == "P" else img.convert("RGB")
+            pixels = to_rgb_tensor(np.asarray(rgba))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        log.info("skipping unreadable picture %s: %s", path, exc)
+        return None
+    if tuple(pixels.shape[1:]) == (size[1], size[0]):
+        return pixels
+    small = torch.nn.functional.interpolate(pixels[None].float(), size=(size[1], size[0]), mode="area")
+    return small[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def _folder_photos(folder: Path, max_side: int, label: str) -> Iterable[Photo]:

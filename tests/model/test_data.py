@@ -146,6 +146,35 @@ def test_plasma_wallpapers_give_one_photo_each_at_their_largest_size(tmp_path, m
     assert got == {"wallpapers/Dune": (3, 108, 192), "wallpapers/Kite": (3, 30, 40), "wallpapers/loose0": (3, 40, 50)}
 
 
+@pytest.mark.parametrize("max_side", [1000, 48])
+def test_pictures_read_alike_with_pyav_or_pillow(tmp_path, monkeypatch, max_side):
+    """Where PyAV is not installed, Pillow reads the pictures: same sizes, nearly the same pixels
+    (PNG at full size exactly; shrunk or JPEG within a few levels), transparency on white."""
+    from PIL import Image
+
+    from morphcam.model.data import images
+
+    photo_folder(tmp_path, n=2, width=96, height=64)
+    Image.open(tmp_path / "pic0.png").save(tmp_path / "pic0.jpg", quality=95)
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[:, :15] = (255, 0, 0, 255)  # opaque red left half, transparent right half
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    with_av = {p.name: p.pixels for p in load_photos([tmp_path], bundled=False, max_side=max_side)}
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # import av now raises ImportError
+    with_pillow = {p.name: p.pixels for p in load_photos([tmp_path], bundled=False, max_side=max_side)}
+    assert with_av.keys() == with_pillow.keys() == {f"{tmp_path.name}/{n}" for n in ("pic0.png", "pic1.png", "pic0.jpg", "alpha.png")}
+    for name, a in with_av.items():
+        b = with_pillow[name]
+        assert a.shape == b.shape and b.dtype == torch.uint8, name
+        diff = (a.float() - b.float()).abs().mean().item()
+        if name.endswith("pic0.png") and max_side == 1000:
+            assert diff == 0, name
+        assert diff < 12, (name, diff)
+    alpha = with_pillow[f"{tmp_path.name}/alpha.png"]
+    assert alpha[:, 2, 2].tolist() == [255, 0, 0] and alpha[:, 2, -2].tolist() == [255, 255, 255]
+    assert images._read_picture(tmp_path / "missing.jpg", 100) is None  # unreadable: skipped, logged
+
+
 # ---- paired-clip folders ---------------------------------------------------------------------
 def _write_video(path, frames: int, width: int = 64, height: int = 48, shift: int = 0) -> None:
     with VideoWriter(path, width, height, 30.0) as w:
