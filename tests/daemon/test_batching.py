@@ -28,7 +28,9 @@ def test_a_lone_stream_never_waits(tmp_path):
             assert out is not None
             queue_ms.append(out.timings["queue_us"] / 1000)
             time.sleep(0.02)
-    assert max(queue_ms[2:]) < 100, f"a lone stream waited for nobody: {queue_ms}"
+    # Waiting for a second stream would hold every frame the whole 200 ms; one frame the host
+    # delays (a busy machine) is allowed.
+    assert sorted(queue_ms[2:])[-2] < 100, f"a lone stream waited for nobody: {queue_ms}"
     assert statistics.median(queue_ms) < 20
 
 
