@@ -21,7 +21,9 @@ roofline time against ceilings measured in the same run (an 8192^3 bf16 matmul, 
 each arm's "roofline" column is that time over its p50. Then, per kernel, a micro-benchmark
 against its torch reference. The compile arms run last, for the presets in --compile-presets,
 and none starts once the run is --budget-s old. Any arm that fails prints its error and the run
-goes on. Weights are random (speed does not depend on them).
+goes on. Weights are random (speed does not depend on them). The Triton arms' ring attention is
+whichever of our kernel and offset keys + SDPA measured faster at the shape (``dispatch.fastest``,
+timed at the first eager call); the choices and their timings are printed at the end.
 
     python bench/kernels.py --out results.json      # tiny 256x144 and 512x288, small 512x288; compile on small
 """
@@ -398,7 +400,7 @@ def run(args: argparse.Namespace) -> None:
                 json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
                            "gelu_epilogue": not args.no_gemm_epilogue,
                            "ceilings": ceilings, "roofline": [{"preset": p, "size": sz, **v} for (p, sz), v in roofs.items()],
-                           "frames": rows, "kernels": micro}, f, indent=1)
+                           "frames": rows, "kernels": micro, "measured_choices": dispatch.chosen()}, f, indent=1)
 
     save()
     compile_presets = {p for p in args.compile_presets.split(",") if p}
@@ -416,6 +418,8 @@ def run(args: argparse.Namespace) -> None:
         torch.cuda.empty_cache()
 
     print_summary(rows, args.dtype, roofs)
+    for op, c in dispatch.chosen().items():  # ring attention: our kernel or offset keys + SDPA, per shape
+        print(f"{op}: {c['choice']} (" + ", ".join(f"{k} {v:.3f} ms" for k, v in c["ms"].items()) + ")")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
 
 

@@ -196,7 +196,17 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
     through its strides) is a view of token-major memory, (Lq, H, Dh).
     """
     if dispatch.use_triton(q):
-        return dispatch.kernel("ring_attention")(q, ring)
+        # Our kernel reads the ring in place; keys with their offsets written out and then SDPA's
+        # fused kernels (cuDNN, FLASH) win at large shapes. Measured once per shape, on the GPU.
+        ways = {"kernel": lambda: dispatch.kernel("ring_attention")(q, ring),
+                "sdpa": lambda: _ring_attention_sdpa(q, ring)}
+        key = (tuple(q.shape), tuple(ring.k.shape), str(q.dtype), str(q.device))
+        return ways[dispatch.fastest("ring_attention", key, ways, default="kernel", on_gpu=q.is_cuda)]()
+    return _ring_attention_sdpa(q, ring)
+
+
+def _ring_attention_sdpa(q: torch.Tensor, ring: RingView) -> torch.Tensor:
+    """``ring_attention`` as keys with their offsets (``frame_offset_keys``) and masked SDPA."""
     k = frame_offset_keys(ring.k, ring.frame_emb, ring.frame_idx)
     return attention(q[None], k[None], ring.v[None], ring.token_valid.view(1, 1, 1, -1))[0]
 
