@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from morphcam.daemon.sample import facecam_frame
-from morphcam.daemon.video import VideoWriter
 from morphcam.model.data import ClipSpec, PairedClipError, PairedClipFolder, SyntheticClips
 from morphcam.model.data.images import load_photos, split_photos
 from morphcam.model.teachers import TEACHERS
@@ -177,6 +176,8 @@ def test_pictures_read_alike_with_pyav_or_pillow(tmp_path, monkeypatch, max_side
 
 # ---- paired-clip folders ---------------------------------------------------------------------
 def _write_video(path, frames: int, width: int = 64, height: int = 48, shift: int = 0) -> None:
+    from morphcam.daemon.video import VideoWriter  # PyAV: only the paired-folder tests need it
+
     with VideoWriter(path, width, height, 30.0) as w:
         for i in range(frames):
             w.write(np.roll(facecam_frame(i / 30, width, height), shift, axis=1))
