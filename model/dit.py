@@ -50,16 +50,27 @@ class DiTBlock(nn.Module):
         """(B, L, D) -> (B, H, L, Dh)."""
         return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
 
+    def prompt_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of the projected prompt tokens.
+        text: (B, L, D) -> k, v: (B, H, L, Dh) each."""
+        ck, cv = self.cross_kv(text).chunk(2, dim=-1)
+        return self._heads(ck), self._heads(cv)
+
     def forward(
         self,
         x: torch.Tensor,
         mod: torch.Tensor,
-        text: torch.Tensor,
+        text: torch.Tensor | None,
         rope: tuple[torch.Tensor, torch.Tensor],
         context: AttentionContext,
-    ) -> torch.Tensor:
+        cross: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_only: bool = False,
+    ) -> torch.Tensor | None:
         """x: (B, T, N, D); mod: (B, T, 6, D); text: (B, L, D) projected prompt tokens;
-        rope: cos/sin (N, Dh/2). Returns (B, T, N, D)."""
+        rope: cos/sin (N, Dh/2). ``cross``: this block's ``prompt_kv`` of the prompt, computed
+        once for several forwards (then ``text`` is unused); None computes it from ``text``.
+        ``kv_only``: only put this layer's K/V where the context keeps them (a pass whose output
+        nobody reads) and return None. Returns (B, T, N, D)."""
         b, t, n, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
 
@@ -67,14 +78,19 @@ class DiTBlock(nn.Module):
         q, k, v = self.qkv(h).view(b, t * n, 3, -1).unbind(2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
-        q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, context.ring_slots(self.layer))
+        slots = context.ring_slots(self.layer)
+        q, k = ops.qk_norm_rope(q, k, v, self.q_norm, self.k_norm, *rope, self.eps, slots)
+        if kv_only:
+            if slots is None:  # the context takes the K/V in attend (records or writes them there)
+                context.attend(self.layer, q, k, v, self.frame_emb)
+            return None
         a = context.attend(self.layer, q, k, v, self.frame_emb)
         # Each residual add runs with the norm that reads its result (one kernel on the Triton path).
         y = self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1))
         x, h = ops.residual_norm(x, y, gate1, self.cross_norm.bias, self.cross_norm.weight, self.eps, affine=True)
 
-        ck, cv = self.cross_kv(text).chunk(2, dim=-1)
-        c = ops.attention(self._heads(self.cross_q(h.view(b, t * n, d))), self._heads(ck), self._heads(cv))
+        ck, cv = self.prompt_kv(text) if cross is None else cross
+        c = ops.attention(self._heads(self.cross_q(h.view(b, t * n, d))), ck, cv)
         y = self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
         x, h = ops.residual_norm(x, y, None, shift2, scale2, self.eps)  # a plain add: no gate
         ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)  # GELU fused into the GEMM on CUDA
@@ -136,6 +152,14 @@ class CausalDiT(nn.Module):
         x = x.view(b, t, h // p, w // p, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(b, t, c, h, w)
 
+    def prompt_kv(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's cross-attention keys and values of the prompt tokens (B, text_tokens,
+        text_dim): one (k, v) pair per block, (B, H, text_tokens, Dh) each. They depend on the
+        prompt alone, so a stream step computes them once for all the forwards of its chunk
+        (``forward``'s ``prompt_kv``)."""
+        text = self.text_proj(tokens)
+        return [blk.prompt_kv(text) for blk in self.blocks]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -146,13 +170,20 @@ class CausalDiT(nn.Module):
         tokens: torch.Tensor,
         context: AttentionContext,
         chunk_offset: int = 0,
-    ) -> torch.Tensor:
+        *,
+        prompt_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        kv_only: bool = False,
+    ) -> torch.Tensor | None:
         """Velocity for every frame.
 
         x: (B, T, C, h, w) noisy latents; cond: (B, T, C, h, w) input-frame latents;
         sigma, step: (B, T) noise level and step size per frame; pooled: (B, text_dim);
         tokens: (B, text_tokens, text_dim); context: which frames attention sees.
         ``chunk_offset``: place in its chunk of frame 0 (frames are consecutive stream frames).
+        ``prompt_kv``: ``self.prompt_kv(tokens)``, computed once for several forwards with the
+        same prompt (then ``tokens`` is unused); None computes it here.
+        ``kv_only``: the pass only fills the context's caches with every layer's K/V (a
+        cache-refresh pass): the last block stops once its K/V are there, and the result is None.
         Returns (B, T, C, h, w).
         """
         b, t, _, h, w = x.shape
@@ -165,10 +196,14 @@ class CausalDiT(nn.Module):
         c = self.sigma_mlp(timestep_features(sigma).to(dt)) + self.step_mlp(timestep_features(step).to(dt))
         c = c + self.pooled_proj(pooled)[:, None, :]  # (B, T, D)
         mod = self.adaln(c).unflatten(-1, (6, -1))  # (B, T, 6, D)
-        text = self.text_proj(tokens)
+        text = self.text_proj(tokens) if prompt_kv is None else None
         rope = self.rope_tables(h // p, w // p, tok)
-        for blk in self.blocks:
-            tok = blk(tok, mod, text, rope, context)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            if kv_only and i == last:
+                blk(tok, mod, text, rope, context, kv_only=True)
+                return None
+            tok = blk(tok, mod, text, rope, context, **({} if prompt_kv is None else {"cross": prompt_kv[i]}))
         shift, scale = self.final_adaln(c).unsqueeze(2).chunk(2, dim=-1)
         tok = ops.layer_norm_modulate(tok, shift, scale, self.config.norm_eps)
         return self._unpatchify(self.patch_out(tok), h, w)

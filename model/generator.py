@@ -304,8 +304,12 @@ class StreamGenerator:
     def denoise(self, z: torch.Tensor, inputs: StepInputs, caches: CacheBatch) -> torch.Tensor:
         """The DiT part of a step: noise, every Euler step and (``cache_refresh``) the pass at noise
         level 0, with the chunk's K/V written into ``caches``. z: (B, F, C, h, w) input latents.
-        Returns the clean output latents, (B, F, C, h, w)."""
-        cfg, dit = self.config, self.model.dit
+        Returns the clean output latents, (B, F, C, h, w).
+
+        The prompt's cross-attention keys and values (``CausalDiT.prompt_kv``) are the same for
+        every forward of the chunk, so the network's forwards share one computation of them (the
+        mega-kernel projects the prompt inside its instruction list)."""
+        cfg, dit, mk = self.config, self.model.dit, self.megakernel
         b, f = z.shape[:2]
         # sigma_schedule's math on a table built once (it builds its table from a host tuple).
         sig = inputs.strength[:, None] * self._sigma_table[None, :]  # (B, K + 1)
@@ -313,19 +317,21 @@ class StreamGenerator:
         context = caches.context()
         pooled, tokens = inputs.pooled, inputs.tokens
         x = noise_latent(z, inputs.noise, sig[:, 0])
+        network_steps = mk is None or not mk.runs(x, context)
+        prompt_kv = dit.prompt_kv(tokens) if network_steps or cfg.cache_refresh else None
         n_steps = len(cfg.sigmas)
         for k in range(n_steps):
             s_now, s_next = sig[:, k], sig[:, k + 1]
             sigma_bf = s_now[:, None].expand(b, f)
             step_bf = (s_now - s_next)[:, None].expand(b, f)
-            v = (dit if self.megakernel is None else self.megakernel)(x, z, sigma_bf, step_bf, pooled, tokens, context)
+            v = (dit if mk is None else mk)(x, z, sigma_bf, step_bf, pooled, tokens, context, prompt_kv=prompt_kv)
             if k == n_steps - 1 and not cfg.cache_refresh:
                 # The cache now holds this step's K/V: keep the inputs that produced them for recache.
                 caches.store_inputs(x, z, sigma_bf, step_bf)
             x = euler_step(x, v, s_now, s_next)
         if cfg.cache_refresh:  # one more pass on the clean chunk; only its K/V are kept
             zero = sig[:, -1:].expand(b, f)
-            dit(x, z, zero, zero, pooled, tokens, context)
+            dit(x, z, zero, zero, pooled, tokens, context, prompt_kv=prompt_kv, kv_only=True)
             caches.store_inputs(x, z, zero, zero)
         caches.commit_device()
         return x
@@ -364,4 +370,5 @@ class StreamGenerator:
             session.prompt.pooled[None],
             session.prompt.tokens[None],
             context,
+            kv_only=True,  # only the K/V (``record``) are kept
         )

@@ -136,14 +136,17 @@ class MegakernelExecutor:
         return self._rings(x, context) is not None
 
     # ---- the step -------------------------------------------------------------------------------
-    def denoise(self, x, cond, sigma, step, pooled, tokens, context, chunk_offset: int = 0) -> torch.Tensor:
+    def denoise(self, x, cond, sigma, step, pooled, tokens, context, chunk_offset: int = 0, *,
+                prompt_kv=None) -> torch.Tensor:
         """``CausalDiT.forward`` for one stream step at batch 1. x, cond: (1, T, C, h, w); sigma,
         step: (1, T); pooled: (1, text_dim); tokens: (1, Lt, text_dim); context: a ``StreamContext``
         of one cache or a ``LaneContext`` of one lane (its ``begin_chunk`` already run). Returns the
-        velocity (1, T, C, h, w). Anything else goes to the network unchanged."""
+        velocity (1, T, C, h, w). Anything else goes to the network unchanged. ``prompt_kv``: the
+        network's ``prompt_kv`` of ``tokens`` (or None), passed on where the network runs the call;
+        the instruction list projects the prompt itself."""
         rings = self._rings(x, context)
         if rings is None:
-            return self.dit(x, cond, sigma, step, pooled, tokens, context, chunk_offset)
+            return self.dit(x, cond, sigma, step, pooled, tokens, context, chunk_offset, prompt_kv=prompt_kv)
         n = rings[0].tokens_per_frame if isinstance(rings, tuple) else rings.tokens_per_frame
         program, bufs, counters = self.plan(n)
         if isinstance(rings, tuple):
@@ -158,7 +161,7 @@ class MegakernelExecutor:
                 raise
             self.failed = f"the mega-kernel cannot run here ({type(exc).__name__}: {exc}); using the network"
             log.warning("%s", self.failed)
-            return self.dit(x, cond, sigma, step, pooled, tokens, context, chunk_offset)
+            return self.dit(x, cond, sigma, step, pooled, tokens, context, chunk_offset, prompt_kv=prompt_kv)
         return epilogue(self.dit, bufs, x.shape[1], *x.shape[-2:])
 
     __call__ = denoise
