@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -370,4 +371,10 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        """Leave the process group. DDP's reducer goes first: torn down after the group (at
+        interpreter exit) it can touch the group's ended gloo threads, which aborts the process
+        after a run that finished."""
+        if self.env.enabled:
+            self.objective = getattr(self.objective, "module", self.objective)
+            gc.collect()
         destroy_process_group(self.env)
