@@ -200,7 +200,7 @@ def ring_attention(q: torch.Tensor, ring: RingView) -> torch.Tensor:
         # fused kernels (cuDNN, FLASH) win at large shapes. Measured once per shape, on the GPU.
         ways = {"kernel": lambda: dispatch.kernel("ring_attention")(q, ring),
                 "sdpa": lambda: _ring_attention_sdpa(q, ring)}
-        key = (tuple(q.shape), tuple(ring.k.shape), str(q.dtype), str(q.device))
+        key = (q.shape, ring.k.shape, q.dtype, q.device)
         return ways[dispatch.fastest("ring_attention", key, ways, default="kernel", on_gpu=q.is_cuda)]()
     return _ring_attention_sdpa(q, ring)
 

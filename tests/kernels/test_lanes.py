@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.models import randomized
+from helpers.models import randomized, tiny_stream_config
 from morphcam.kernels import dispatch
 from morphcam.kernels.lane_ring_attention import lane_ring_attention, lane_ring_attention_ref
 from morphcam.kernels.ring import LaneRingView
@@ -23,11 +23,7 @@ def text_encoder():
     return TextEncoder(text_tokens=ModelConfig.from_name("tiny").text_tokens)
 
 
-def _config(**kw):
-    base = dict(name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8), latent_channels=4, dim=32,
-                n_layers=2, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2, width=32, height=32)
-    base.update(kw)
-    return dataclasses.replace(ModelConfig.from_name("tiny"), **base)
+_config = tiny_stream_config
 
 
 def _model(cfg, device="cpu"):

@@ -4,12 +4,11 @@ block's ``transpose(1, 2).reshape`` before the output projection is a view, not 
 stream computes what the torch path computes."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
 
-from helpers.models import randomized
+from helpers.models import randomized, tiny_stream_config
 from morphcam.kernels import dispatch
 from morphcam.model import attention as attention_module
 from morphcam.model import cache_batch
@@ -25,11 +24,7 @@ def text_encoder():
     return TextEncoder(text_tokens=ModelConfig.from_name("tiny").text_tokens)
 
 
-def _config(**kw):
-    base = dict(name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8), latent_channels=4, dim=32,
-                n_layers=2, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2, width=32, height=32)
-    base.update(kw)
-    return dataclasses.replace(ModelConfig.from_name("tiny"), **base)
+_config = tiny_stream_config
 
 
 class _Watch:
