@@ -65,16 +65,25 @@ class DiTBlock(nn.Module):
         context: AttentionContext,
         cross: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv_only: bool = False,
-    ) -> torch.Tensor | None:
+        pending: tuple[torch.Tensor, torch.Tensor] | None = None,
+        defer: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None:
         """x: (B, T, N, D); mod: (B, T, 6, D); text: (B, L, D) projected prompt tokens;
         rope: cos/sin (N, Dh/2). ``cross``: this block's ``prompt_kv`` of the prompt, computed
         once for several forwards (then ``text`` is unused); None computes it from ``text``.
         ``kv_only``: only put this layer's K/V where the context keeps them (a pass whose output
-        nobody reads) and return None. Returns (B, T, N, D)."""
+        nobody reads) and return None. Returns (B, T, N, D).
+
+        ``pending`` (y, gate): the previous block's FFN output and gate, not yet added to x; the
+        add runs with this block's input norm (``ops.residual_norm``). ``defer``: leave this
+        block's own FFN residual to the next block the same way, returning (x, (y, gate))."""
         b, t, n, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
 
-        h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
+        if pending is None:
+            h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
+        else:  # the previous block's FFN residual, added with this norm (one kernel on the Triton path)
+            x, h = ops.residual_norm(x, *pending, shift1, scale1, self.eps)
         q, k, v = self.qkv(h).view(b, t * n, 3, -1).unbind(2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
@@ -94,6 +103,8 @@ class DiTBlock(nn.Module):
         y = self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
         x, h = ops.residual_norm(x, y, None, shift2, scale2, self.eps)  # a plain add: no gate
         ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)  # GELU fused into the GEMM on CUDA
+        if defer:
+            return x, (self.ffn_out(ffn), gate2)
         return ops.gated_residual(x, self.ffn_out(ffn), gate2)
 
 
@@ -199,11 +210,15 @@ class CausalDiT(nn.Module):
         text = self.text_proj(tokens) if prompt_kv is None else None
         rope = self.rope_tables(h // p, w // p, tok)
         last = len(self.blocks) - 1
+        # Each block's FFN residual is added by the next norm that reads it (the next block's,
+        # finally the output norm): one kernel on the Triton path, the same ops on the torch path.
+        pending = None
         for i, blk in enumerate(self.blocks):
             if kv_only and i == last:
-                blk(tok, mod, text, rope, context, kv_only=True)
+                blk(tok, mod, text, rope, context, kv_only=True, pending=pending)
                 return None
-            tok = blk(tok, mod, text, rope, context, **({} if prompt_kv is None else {"cross": prompt_kv[i]}))
+            cross = None if prompt_kv is None else prompt_kv[i]
+            tok, pending = blk(tok, mod, text, rope, context, cross=cross, pending=pending, defer=True)
         shift, scale = self.final_adaln(c).unsqueeze(2).chunk(2, dim=-1)
-        tok = ops.layer_norm_modulate(tok, shift, scale, self.config.norm_eps)
-        return self._unpatchify(self.patch_out(tok), h, w)
+        _, out = ops.residual_norm(tok, *pending, shift, scale, self.config.norm_eps)
+        return self._unpatchify(self.patch_out(out), h, w)

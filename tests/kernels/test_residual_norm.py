@@ -135,8 +135,13 @@ def test_ops_torch_path_is_the_unfused_ops():
     assert xg.grad is not None
 
 
-def _unfused_block_forward(self, x, mod, text, rope, context):
-    """``DiTBlock.forward`` as it was before the fused op: each add, then its norm."""
+def _unfused_block_forward(self, x, mod, text, rope, context, cross=None, kv_only=False, pending=None, defer=False):
+    """``DiTBlock.forward`` as it was before the fused op: each add, then its norm, and the
+    block's FFN residual added at once. Asked to ``defer`` it (as the network now does), it
+    hands on a zero branch instead, which the next norm's add leaves exactly as it is."""
+    assert cross is None and not kv_only
+    if pending is not None:  # only ever the zero branch of the line below
+        x = ops.gated_residual(x, *pending)
     b, t, n, d = x.shape
     shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unsqueeze(3).unbind(2)
     h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
@@ -151,7 +156,8 @@ def _unfused_block_forward(self, x, mod, text, rope, context):
     x = x + self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
     h = ops.layer_norm_modulate(x, shift2, scale2, self.eps)
     ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)
-    return ops.gated_residual(x, self.ffn_out(ffn), gate2)
+    out = ops.gated_residual(x, self.ffn_out(ffn), gate2)
+    return (out, (torch.zeros_like(out), gate2)) if defer else out
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -176,3 +182,31 @@ def test_network_torch_path_unchanged(dtype, monkeypatch):
         unfused = dit(x, cond, sigma, step, pooled, tokens, ctx)
     assert fused.abs().mean() > 1e-2
     assert torch.equal(fused, unfused)
+
+
+def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch):
+    """Per forward of L blocks: 3L fused add + norm kernels (two in each block, each FFN residual
+    with the next block's input norm or the output norm), one plain norm (the first block's input),
+    and no gated residual of its own; the result equals the torch path."""
+    cfg = dataclasses.replace(
+        ModelConfig.from_name("tiny"), name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8),
+        latent_channels=4, dim=32, n_layers=3, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2,
+        width=32, height=32,
+    )
+    dit = randomized(cfg).dit
+    g = torch.Generator().manual_seed(2)
+    b, t, hw = 1, 2, 8
+    x, cond = torch.randn(2, b, t, cfg.latent_channels, hw, hw, generator=g).unbind(0)
+    sigma, step = torch.rand(2, b, t, generator=g).unbind(0)
+    pooled, tokens = torch.randn(b, cfg.text_dim, generator=g), torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g)
+    ctx = BlockCausalContext(cfg, t, (hw // cfg.patch_size) ** 2, "cpu")
+    calls = []
+    real = dispatch.kernel
+    monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
+    with torch.no_grad(), dispatch.force("triton"):
+        fused = dit(x, cond, sigma, step, pooled, tokens, ctx)
+    counts = {name: calls.count(name) for name in ("residual_norm", "layer_norm_modulate", "gated_residual")}
+    assert counts == {"residual_norm": 3 * cfg.n_layers, "layer_norm_modulate": 1, "gated_residual": 0}, counts
+    with torch.no_grad(), dispatch.force("torch"):
+        plain = dit(x, cond, sigma, step, pooled, tokens, ctx)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
