@@ -73,6 +73,11 @@ def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tenso
     """
     if dispatch.use_triton(x):
         return dispatch.kernel("layer_norm_modulate")(x, shift, scale, eps)
+    return _modulated_norm(x, shift, scale, eps)
+
+
+def _modulated_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """The torch math of ``layer_norm_modulate`` (and of ``residual_norm``'s norm)."""
     x = F.layer_norm(x, (x.shape[-1],), eps=eps)
     return torch.addcmul(shift, x, 1 + scale)
 
@@ -104,10 +109,7 @@ def residual_norm(
     if dispatch.use_triton(x):
         return dispatch.kernel("residual_norm")(x, y, gate, shift, scale, eps, affine)
     x = x + y if gate is None else torch.addcmul(x, y, gate)
-    if affine:
-        return x, layer_norm(x, scale, shift, eps)
-    h = F.layer_norm(x, (x.shape[-1],), eps=eps)
-    return x, torch.addcmul(shift, h, 1 + scale)
+    return x, layer_norm(x, scale, shift, eps) if affine else _modulated_norm(x, shift, scale, eps)
 
 
 def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
