@@ -26,6 +26,8 @@ from morphcam.model.sampler import euler_step, noise_latent  # noqa: E402
 from morphcam.model.text import TextEncoder  # noqa: E402
 
 CHUNKS = 6  # sinks, three chunks filling the ring, then the ring wraps
+# Compiled Triton kernels need CUDA tensors; without a GPU they run under the interpreter on the CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def gen():
                           dim=32, n_layers=2, n_heads=2, ffn_dim=64, width=32, height=32, frame_positions=16)
     assert cfg.cache_refresh and len(cfg.sigmas) == 4 and cfg.text_tokens == 512
     assert cfg.cache_frames == cfg.sink_frames + 3 * cfg.frames_per_step  # the ring wraps in chunk 5
-    return StreamGenerator(randomized(cfg).requires_grad_(False), TextEncoder(cfg.text_tokens))
+    return StreamGenerator(randomized(cfg).requires_grad_(False).to(DEVICE), TextEncoder(cfg.text_tokens))
 
 
 @torch.inference_mode()
@@ -95,14 +97,14 @@ def test_lanes_as_computed_per_forward(gen, backend):
     runs = []
     with dispatch.force(backend):
         for denoise in (gen.denoise, lambda z, inputs, caches: per_forward_denoise(gen, z, inputs, caches)):
-            pool = LanePool(cfg, latent, 3, "cpu", torch.float32)
+            pool = LanePool(cfg, latent, 3, DEVICE, torch.float32)
             pool.acquire()  # lane 0 taken: the sessions sit in lanes 1 and 2
             lanes = [pool.acquire() for _ in range(2)]
             sessions = [gen.open_session(32, 32, p, seed=i, cache=c) for i, ((_, c), p) in
                         enumerate(zip(lanes, ("comic", "a watercolor painting")))]
             g = torch.Generator().manual_seed(1)
-            z = torch.randn(2, cfg.frames_per_step, cfg.latent_channels, *latent, generator=g)
-            frames = torch.zeros(2, cfg.frames_per_step, 3, 32, 32)
+            z = torch.randn(2, cfg.frames_per_step, cfg.latent_channels, *latent, generator=g).to(DEVICE)
+            frames = torch.zeros(2, cfg.frames_per_step, 3, 32, 32, device=DEVICE)
             outs = []
             for _ in range(CHUNKS):
                 inputs = gen.prepare(sessions, frames)
@@ -173,15 +175,15 @@ def test_forward_arguments(gen, backend):
     cfg, dit = gen.config, gen.model.dit
     g = torch.Generator().manual_seed(2)
     b, t, hw = 2, 2 * cfg.frames_per_step, cfg.latent_size(32, 32)
-    x, cond = torch.randn(2, b, t, cfg.latent_channels, *hw, generator=g).unbind(0)
-    sigma, step = torch.rand(2, b, t, generator=g).unbind(0)
-    pooled = torch.randn(b, cfg.text_dim, generator=g)
-    tokens = torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g)
+    x, cond = torch.randn(2, b, t, cfg.latent_channels, *hw, generator=g).to(DEVICE).unbind(0)
+    sigma, step = torch.rand(2, b, t, generator=g).to(DEVICE).unbind(0)
+    pooled = torch.randn(b, cfg.text_dim, generator=g).to(DEVICE)
+    tokens = torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g).to(DEVICE)
     n = (hw[0] // cfg.patch_size) * (hw[1] // cfg.patch_size)
     recorded = [[], []]
 
     def context(i):
-        return BlockCausalContext(cfg, t, n, "cpu", record=lambda layer, k, v: recorded[i].append((layer, k, v)))
+        return BlockCausalContext(cfg, t, n, DEVICE, record=lambda layer, k, v: recorded[i].append((layer, k, v)))
 
     with torch.no_grad(), dispatch.force(backend):
         want = dit(x, cond, sigma, step, pooled, tokens, context(0))
@@ -198,7 +200,7 @@ def test_forward_arguments(gen, backend):
 def test_recache_keeps_the_same_kv(gen):
     """KV-recache (a ``kv_only`` pass) writes the K/V a whole forward writes."""
     sessions = [gen.open_session(32, 32, "comic", seed=3) for _ in range(2)]
-    frames = torch.zeros(1, gen.config.frames_per_step, 3, 32, 32)
+    frames = torch.zeros(1, gen.config.frames_per_step, 3, 32, 32, device=DEVICE)
     for _ in range(2):
         outs = [gen.step([s], frames) for s in sessions]
         assert torch.equal(*outs)
