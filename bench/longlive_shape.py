@@ -14,6 +14,11 @@ Arms (all with the same attention, chosen first; every arm does the same work pe
                  with the chosen attention, the FFN's GELU in cuBLASLt's GEMM epilogue, as one graph
   triton+graph, GELU kernel
                  the same with the FFN's GELU as a separate Triton kernel after its GEMM
+  triton+graph, FP8 linears
+                 (where FP8 tensor cores exist; --no-fp8 skips it) triton+graph with every block
+                 linear but the prompt's K/V on FP8 tensor cores (morphcam.model.fp8), the FFN's
+                 GELU in the quantization of its second GEMM's input; printed with the output's
+                 relative difference from the bf16 model's, chunk by chunk
   compile+graph  (--compile; takes minutes) torch.compile(max-autotune-no-cudagraphs) of the chunk
                  with the cache writes and the attention outside the compiled regions, as one graph
 
@@ -46,6 +51,7 @@ from morphcam.kernels import dispatch
 from morphcam.model.attention import StreamContext, empty_token_major
 from morphcam.model.cache_batch import SessionCaches
 from morphcam.model.config import ModelConfig
+from morphcam.model.fp8 import fp8_supported, to_fp8
 
 # LongLive's inference settings, as ModelConfig fields.
 LONGLIVE = dict(frames_per_step=3, sink_frames=3, window_frames=6, text_tokens=512, cache_refresh=True,
@@ -53,6 +59,7 @@ LONGLIVE = dict(frames_per_step=3, sink_frames=3, window_frames=6, text_tokens=5
 VIDEO_FRAMES_PER_LATENT = 4  # Wan's VAE: 4 video frames per latent frame
 LONGLIVE_CEILING_FPS = 67.9  # the issue's bf16 ceiling for this work on an H100
 SDPA_BACKENDS = ("cudnn", "flash", "efficient")
+FP8_ARM = "triton+graph, FP8 linears"
 
 
 def longlive_config(preset: str = "wan-1.3b-shape", **overrides) -> ModelConfig:
@@ -267,6 +274,7 @@ def main() -> None:
     ap.add_argument("--attention", choices=(*SDPA_BACKENDS, "ring", "auto"), default="auto",
                     help="attention of every arm; auto: the fastest on the steady shape, measured first")
     ap.add_argument("--compile", action="store_true", help="also the torch.compile arm (minutes)")
+    ap.add_argument("--no-fp8", action="store_true", help="skip the FP8-linears arm (it runs where FP8 tensor cores exist)")
     ap.add_argument("--out", help="write every number as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -314,9 +322,15 @@ def main() -> None:
             ("triton+graph, GELU kernel", "triton", True, False)]
     if args.compile:
         arms.append(("compile+graph", "torch", True, False))
-    rows, splits, top_other = [], {}, {}
+    fp8 = not args.no_fp8 and fp8_supported(dev)
+    if fp8:  # last: it converts the model's block linears in place
+        arms.append((FP8_ARM, "triton", True, True))
+    rows, splits, top_other, fp8_error = [], {}, {}, None
     for arm, backend, graphed, epilogue in arms:
         print(f"  {arm} ...", flush=True)
+        if arm == FP8_ARM:
+            fp8_error = convert_to_fp8(gen, attention, width, height)
+            print(f"    output against bf16, relative: {fp8_error}", flush=True)
         r = None
         # A graph that cannot be captured with the chosen attention falls back to FLASH.
         for attn in dict.fromkeys((attention, "flash") if graphed else (attention,)):
@@ -368,7 +382,23 @@ def main() -> None:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": dataclasses.asdict(cfg),
                        "ceilings": ceilings, "flops_per_chunk": flops, "roofline_fps": roof_fps,
                        "attention": attention, "attention_candidates": attention_rows, "arms": rows,
+                       "fp8_relative_error_per_chunk": fp8_error,
                        "ms_per_forward_split": splits, "top_other_kernels": top_other}, f, indent=1)
+
+
+def convert_to_fp8(gen, attention: str, width: int, height: int, chunks: int = 5) -> list[float]:
+    """Swap the model's block linears for FP8 ones (``morphcam.model.fp8.to_fp8``, in place) and
+    return, per chunk of one session from the same inputs, the relative difference of the clean
+    latents from the bf16 model's: the price of FP8 in output."""
+    outs = []
+    for convert in (False, True):
+        if convert:
+            to_fp8(gen.model.dit)
+        chunk = Chunk(gen, attention, width, height, seed=11)
+        with dispatch.force("triton"):
+            outs.append([chunk.run().float().clone() for _ in range(chunks)])
+        del chunk
+    return [float((b - a).norm() / a.norm()) for a, b in zip(*outs)]
 
 
 def _compile(chunk: Chunk) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from . import ops
 from .attention import AttentionContext
 from .config import ModelConfig
+from .fp8 import FP8Linear
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
@@ -102,10 +103,15 @@ class DiTBlock(nn.Module):
         c = ops.attention(self._heads(self.cross_q(h.view(b, t * n, d))), ck, cv)
         y = self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
         x, h = ops.residual_norm(x, y, None, shift2, scale2, self.eps)  # a plain add: no gate
-        ffn = ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias)  # GELU fused into the GEMM on CUDA
         if defer:
-            return x, (self.ffn_out(ffn), gate2)
-        return ops.gated_residual(x, self.ffn_out(ffn), gate2)
+            return x, (self._ffn(h), gate2)
+        return ops.gated_residual(x, self._ffn(h), gate2)
+
+    def _ffn(self, h: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.ffn_in, FP8Linear):  # the GELU runs in the quantization of ffn_out's input
+            return self.ffn_out(self.ffn_in.gelu_quantized(h))
+        # GELU fused into the GEMM on CUDA
+        return self.ffn_out(ops.linear_gelu(h, self.ffn_in.weight, self.ffn_in.bias))
 
 
 class CausalDiT(nn.Module):

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from ..kernels import dispatch
 from ..kernels.ring import LaneRingView, LaneSlots, RingSlots, RingView
 
+E4M3_MAX = 448.0  # e4m3's largest finite value
+FP8_MIN_SCALE = 1e-30 / E4M3_MAX  # a row of zeros quantizes to zeros, not NaNs
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention.
@@ -64,6 +67,33 @@ def addmm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
     """
     y = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
     return y.view(*x.shape[:-1], weight.shape[0])
+
+
+def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise FP8 (e4m3) quantization of a GEMM input, after the tanh GELU with ``gelu``.
+
+    x: (..., K) -> q: (M, K) float8_e4m3fn and scale: (M, 1) float32 (``amax(row) / 448``), with
+    M = x.numel() // K and ``q * scale`` ~= x (or gelu(x)). One Triton kernel on the GPU path.
+    """
+    if dispatch.use_triton(x):
+        return dispatch.kernel("quantize_rows")(x, gelu)
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if gelu:
+        x2 = F.gelu(x2, approximate="tanh")
+    scale = (x2.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(FP8_MIN_SCALE)
+    return (x2 * (1.0 / scale)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+def linear_fp8(q: torch.Tensor, scale: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor,
+               bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
+    """``(q * scale) @ (weight_q * weight_scale).T + bias`` on FP8 tensor cores (``torch._scaled_mm``,
+    row-wise scales, fast accumulation).
+
+    q: (M, K) e4m3; scale: (M, 1) float32; weight_q: (N, K) e4m3; weight_scale: (1, N) float32;
+    bias: (N,) in ``out_dtype`` or None. Returns (M, N) in ``out_dtype`` (bfloat16 on a GPU).
+    """
+    return torch._scaled_mm(q, weight_q.t(), scale_a=scale, scale_b=weight_scale, bias=bias,
+                            out_dtype=out_dtype, use_fast_accum=True)
 
 
 def layer_norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:

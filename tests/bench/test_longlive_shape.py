@@ -71,3 +71,18 @@ def test_tally_kernels_splits_by_kind_and_ranks_the_rest():
     assert [r["kernel"] for r in top] == [short_kernel_name(long_name), "_gelu_kernel"]
     assert top[0]["us_per_forward"] == pytest.approx(70.0) and top[0]["calls_per_forward"] == pytest.approx(3.0)
     assert tally_kernels(kernels, forwards=10)[1][-1]["kernel"] == "Memset (Device)"  # every "other" kernel fits in 15
+
+
+def test_fp8_arm_converts_the_model_and_measures_its_price():
+    """The FP8 arm's conversion (on its own model: it converts in place): every chunk's output
+    within FP8's error of the bf16 one's, and not equal to it."""
+    from longlive_shape import convert_to_fp8
+
+    from morphcam.model.fp8 import FP8Linear
+
+    cfg = longlive_config("tiny", name="test", ae_channels=(8, 8, 8), ae_decoder_channels=(8, 8, 8), latent_channels=4,
+                          dim=32, n_layers=2, n_heads=2, ffn_dim=64, width=32, height=32, frame_positions=16)
+    gen = StreamGenerator(randomized(cfg).requires_grad_(False), TextEncoder(cfg.text_tokens))
+    errors = convert_to_fp8(gen, "ring", 32, 32, chunks=4)
+    assert len(errors) == 4 and all(1e-3 < e < 0.1 for e in errors), errors
+    assert isinstance(gen.model.dit.blocks[0].ffn_in, FP8Linear)

@@ -1,0 +1,115 @@
+"""Row-wise FP8 (e4m3) quantization of a GEMM's input, optionally through the FFN's GELU first.
+
+Each row gets one float32 scale, ``amax(row) / 448`` (448 is e4m3's largest finite value), and is
+stored as ``round(row / scale)`` in e4m3, rounded to nearest even: the ``scale_a`` operand and the
+A matrix of ``torch._scaled_mm`` with row-wise scaling. With ``gelu`` the row is first passed
+through the tanh GELU (the FFN's first half, whose GEMM then runs without an epilogue), so the
+activations are read once and written once, at a byte per element.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .dispatch import interpreting
+
+E4M3_MAX = 448.0
+# Smallest scale: a row of zeros (or of values under ~1e-30) quantizes to zeros instead of NaNs.
+MIN_SCALE = 1e-30 / E4M3_MAX
+
+
+@triton.jit
+def _gelu(x):
+    u = 0.7978845608028654 * (x + 0.044715 * x * x * x)  # sqrt(2 / pi) * (x + 0.044715 x^3)
+    u = tl.minimum(tl.maximum(u, -15.0), 15.0)  # tanh is +-1 in fp32 beyond; keeps exp finite
+    return 0.5 * x * (2.0 - 2.0 / (tl.exp(2.0 * u) + 1.0))
+
+
+@triton.jit
+def _round_e4m3(v):
+    """``v`` (|v| <= 448) rounded to nearest even on the e4m3 grid, as float32. The GPU's cast
+    does this itself; Triton's interpreter truncates where rounding carries into the exponent,
+    so under the interpreter the wrapper rounds first and the cast is then exact."""
+    a = tl.abs(v)
+    e = tl.floor(tl.log2(tl.maximum(a, 0.015625)))  # the exponent; 2^-6 is the smallest normal
+    step = tl.exp2(e - 3.0)  # 3 mantissa bits
+    big = 12582912.0  # 1.5 * 2^23: adding and subtracting it rounds to an integer, ties to even
+    r = ((a / step + big) - big) * step
+    return tl.where(v < 0, -r, r)
+
+
+@triton.jit
+def _quantize_rows_kernel(
+    x_ptr,  # reads x (M, K), row stride stride_x, unit column stride
+    q_ptr,  # writes q (M, K) e4m3, contiguous
+    scale_ptr,  # writes scale (M,) float32: dequantized value = q * scale
+    m,
+    k,
+    stride_x,
+    GELU: tl.constexpr,
+    ROUND: tl.constexpr,  # round in registers before the cast (the interpreter's cast truncates)
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < m
+    cols = tl.arange(0, BLOCK_K)
+    amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, k, BLOCK_K):  # pass 1: each row's largest magnitude
+        mask = rmask[:, None] & (k0 + cols < k)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if GELU:
+            x = _gelu(x)
+        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
+    scale = tl.maximum(amax / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+    tl.store(scale_ptr + rows, scale, mask=rmask)
+    inv = 1.0 / scale
+    for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
+        mask = rmask[:, None] & (k0 + cols < k)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if GELU:
+            x = _gelu(x)
+        v = tl.minimum(tl.maximum(x * inv[:, None], -448.0), 448.0)
+        if ROUND:
+            v = _round_e4m3(v)
+        tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], v.to(tl.float8e4nv), mask=mask)
+
+
+def _tile(k: int) -> int:
+    """Columns per tile: of 1024, 512 and 256, the one that pads K least (1536 -> 512, 8960 -> 256),
+    the widest on a tie; below 256, K's next power of two."""
+    if k <= 256:
+        return triton.next_power_of_2(k)
+    return min((1024, 512, 256), key=lambda b: (-k % b, -b))
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (..., K) float -> q: (M, K) float8_e4m3fn, scale: (M, 1) float32, M = x.numel() // K,
+    with ``q * scale`` ~= x (or ~= gelu(x) with ``gelu``, tanh-approximated)."""
+    x2 = _rows(x)
+    m, k = x2.shape
+    q = torch.empty(m, k, device=x.device, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(m, 1, device=x.device, dtype=torch.float32)
+    block_k = _tile(k)
+    block_m = max(1, min(16, 4096 // block_k))
+    _quantize_rows_kernel[(triton.cdiv(m, block_m),)](
+        x2, q, scale, m, k, x2.stride(0), GELU=gelu, ROUND=interpreting(), BLOCK_M=block_m, BLOCK_K=block_k,
+        num_warps=4,
+    )
+    return q, scale
+
+
+def quantize_rows_ref(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch reference: the same scales and e4m3 values (torch's cast rounds to nearest even)."""
+    x2 = _rows(x).float()
+    if gelu:
+        x2 = F.gelu(x2, approximate="tanh")
+    scale = (x2.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(MIN_SCALE)
+    return (x2 * (1.0 / scale)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale

@@ -1,0 +1,101 @@
+"""Row-wise FP8 quantization: the kernel against its reference (exact e4m3 bytes and scales on fresh
+random rows, through the GELU too), the network's torch path against the reference, and the
+dequantized values against the input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from morphcam.kernels import dispatch
+from morphcam.kernels.quantize_rows import E4M3_MAX, quantize_rows, quantize_rows_ref
+from morphcam.model import ops
+
+# (rows, K): K below one tile, not a power of two, and over one 1024-wide tile (two passes of tiles)
+SHAPES = [(1, 16), (5, 96), (33, 48), (7, 1100), (18, 2048)]
+
+
+def _rows(shape, dtype, device, seed):
+    """Rows of very different magnitudes, one of them all zeros and one with a single outlier."""
+    g = torch.Generator().manual_seed(seed)
+    m, k = shape
+    x = torch.randn(m, k, generator=g) * torch.logspace(-3, 2, m)[:, None]
+    x[m // 2] = 0.0
+    if m > 2:
+        x[-1, k // 3] = 900.0
+    return x.to(device, dtype)
+
+
+def _bytes(q: torch.Tensor) -> torch.Tensor:
+    return q.view(torch.uint8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_kernel_is_the_reference(shape, dtype, device):
+    x = _rows(shape, dtype, device, seed=shape[1])
+    q, scale = quantize_rows(x)
+    q_ref, scale_ref = quantize_rows_ref(x)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == shape and scale.shape == (shape[0], 1)
+    assert torch.equal(scale, scale_ref)
+    assert torch.equal(_bytes(q), _bytes(q_ref))
+    assert torch.all(q[shape[0] // 2].float() == 0) and torch.isfinite(q.float()).all()
+    # each row's largest magnitude lands on e4m3's largest finite value
+    nonzero = x.float().abs().amax(dim=1) > 0
+    assert torch.all(q.float().abs().amax(dim=1)[nonzero] == E4M3_MAX)
+
+
+@pytest.mark.parametrize("shape", [(5, 96), (7, 1100)])
+def test_gelu_kernel_matches_the_reference(shape, device):
+    """The kernel's GELU is the same tanh formula computed another way: scales agree to float32
+    rounding, and an element may round to the neighbouring e4m3 value, rarely (values compared:
+    a GELU that underflows gives -0 from one formula and +0 from the other)."""
+    x = _rows(shape, torch.float32, device, seed=3)
+    q, scale = quantize_rows(x, gelu=True)
+    q_ref, scale_ref = quantize_rows_ref(x, gelu=True)
+    torch.testing.assert_close(scale, scale_ref, rtol=1e-6, atol=0)
+    differ = q.float() != q_ref.float()
+    assert differ.float().mean() < 0.01
+    step = (q.float() - q_ref.float()).abs()[differ]
+    assert torch.all(step <= q_ref.float().abs()[differ] / 8 + 2.0**-9)  # one e4m3 step at most
+
+
+def test_strided_rows_and_leading_dims(device):
+    """A (B, T, N, K) input and a view with a row stride wider than K read the same rows."""
+    base = torch.randn(2, 3, 5, 80, device=device)
+    view = base[..., :64]
+    q, scale = quantize_rows(view)
+    q_ref, scale_ref = quantize_rows_ref(view.contiguous())
+    assert q.shape == (30, 64) and torch.equal(_bytes(q), _bytes(q_ref)) and torch.equal(scale, scale_ref)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_ops_routes_and_dequantizes(gelu, device):
+    """``ops.quantize_rows``: the kernel on the Triton path, its own torch math elsewhere, the
+    same bytes; ``q * scale`` within e4m3's half step (1/16 relative) of the input."""
+    x = _rows((9, 96), torch.float32, device, seed=5)
+    with torch.no_grad(), dispatch.force("torch"):
+        q_t, s_t = ops.quantize_rows(x, gelu)
+    with torch.no_grad(), dispatch.force("triton"):
+        q_k, s_k = ops.quantize_rows(x, gelu)
+    q_ref, s_ref = quantize_rows_ref(x, gelu)
+    assert torch.equal(_bytes(q_t), _bytes(q_ref)) and torch.equal(s_t, s_ref)
+    if not gelu:
+        assert torch.equal(_bytes(q_k), _bytes(q_ref))
+    target = torch.nn.functional.gelu(x, approximate="tanh") if gelu else x
+    deq = q_t.float() * s_t
+    assert torch.all((deq - target).abs() <= target.abs() / 16 + s_t * 2.0**-9 + 1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,gelu", [(1536, False), (8960, True)])
+def test_bf16_at_the_wan_shape(k, gelu):
+    """bf16 rows as the wan-1.3b-shape forward makes them (4680 tokens): the compiled kernel's
+    hardware cast against torch's."""
+    x = (torch.randn(4680, k, device="cuda") * 2).to(torch.bfloat16)
+    q, scale = quantize_rows(x, gelu)
+    q_ref, scale_ref = quantize_rows_ref(x, gelu)
+    if gelu:
+        torch.testing.assert_close(scale, scale_ref, rtol=1e-6, atol=0)
+        assert (q.float() != q_ref.float()).float().mean() < 0.01
+    else:
+        assert torch.equal(scale, scale_ref) and torch.equal(_bytes(q), _bytes(q_ref))
