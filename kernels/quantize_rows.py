@@ -18,6 +18,9 @@ from .dispatch import interpreting
 E4M3_MAX = 448.0
 # Smallest scale: a row of zeros (or of values under ~1e-30) quantizes to zeros instead of NaNs.
 MIN_SCALE = 1e-30 / E4M3_MAX
+# Widest row held in registers at once (8960, the wan-1.3b-shape FFN, pads to 16384: 32 values a
+# thread at 16 warps); wider rows are read twice, in tiles.
+MAX_ROW_TILE = 16384
 
 
 @triton.jit
@@ -50,37 +53,50 @@ def _quantize_rows_kernel(
     stride_x,
     GELU: tl.constexpr,
     ROUND: tl.constexpr,  # round in registers before the cast (the interpreter's cast truncates)
+    ONE_TILE: tl.constexpr,  # BLOCK_K >= k: one read of each row; else two passes over K in tiles
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < m
     cols = tl.arange(0, BLOCK_K)
-    amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for k0 in range(0, k, BLOCK_K):  # pass 1: each row's largest magnitude
-        mask = rmask[:, None] & (k0 + cols < k)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if ONE_TILE:  # the whole row in registers: read once
+        mask = rmask[:, None] & (cols < k)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if GELU:
             x = _gelu(x)
-        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-    scale = tl.maximum(amax / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
-    tl.store(scale_ptr + rows, scale, mask=rmask)
-    inv = 1.0 / scale
-    for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
-        mask = rmask[:, None] & (k0 + cols < k)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        if GELU:
-            x = _gelu(x)
-        v = tl.minimum(tl.maximum(x * inv[:, None], -448.0), 448.0)
+        scale = tl.maximum(tl.max(tl.abs(x), axis=1) / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+        tl.store(scale_ptr + rows, scale, mask=rmask)
+        v = tl.minimum(tl.maximum(x * (1.0 / scale)[:, None], -448.0), 448.0)
         if ROUND:
             v = _round_e4m3(v)
-        tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], v.to(tl.float8e4nv), mask=mask)
+        tl.store(q_ptr + rows[:, None] * k + cols[None, :], v.to(tl.float8e4nv), mask=mask)
+    else:
+        amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, k, BLOCK_K):  # pass 1: each row's largest magnitude
+            mask = rmask[:, None] & (k0 + cols < k)[None, :]
+            x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            if GELU:
+                x = _gelu(x)
+            amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
+        scale = tl.maximum(amax / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+        tl.store(scale_ptr + rows, scale, mask=rmask)
+        inv = 1.0 / scale
+        for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
+            mask = rmask[:, None] & (k0 + cols < k)[None, :]
+            x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            if GELU:
+                x = _gelu(x)
+            v = tl.minimum(tl.maximum(x * inv[:, None], -448.0), 448.0)
+            if ROUND:
+                v = _round_e4m3(v)
+            tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], v.to(tl.float8e4nv), mask=mask)
 
 
 def _tile(k: int) -> int:
-    """Columns per tile: of 1024, 512 and 256, the one that pads K least (1536 -> 512, 8960 -> 256),
-    the widest on a tie; below 256, K's next power of two."""
-    if k <= 256:
+    """Columns per tile: the whole row where it fits in ``MAX_ROW_TILE`` (one read per element);
+    else of 1024, 512 and 256 the one that pads K least, the widest on a tie."""
+    if triton.next_power_of_2(k) <= MAX_ROW_TILE:
         return triton.next_power_of_2(k)
     return min((1024, 512, 256), key=lambda b: (-k % b, -b))
 
@@ -99,9 +115,10 @@ def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, to
     scale = torch.empty(m, 1, device=x.device, dtype=torch.float32)
     block_k = _tile(k)
     block_m = max(1, min(16, 4096 // block_k))
+    warps = max(4, min(16, block_m * block_k // 1024))
     _quantize_rows_kernel[(triton.cdiv(m, block_m),)](
-        x2, q, scale, m, k, x2.stride(0), GELU=gelu, ROUND=interpreting(), BLOCK_M=block_m, BLOCK_K=block_k,
-        num_warps=4,
+        x2, q, scale, m, k, x2.stride(0), GELU=gelu, ROUND=interpreting(), ONE_TILE=block_k >= k,
+        BLOCK_M=block_m, BLOCK_K=block_k, num_warps=warps,
     )
     return q, scale
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from morphcam.kernels import dispatch
+from morphcam.kernels import dispatch, quantize_rows as quantize_module
 from morphcam.kernels.quantize_rows import E4M3_MAX, quantize_rows, quantize_rows_ref
 from morphcam.model import ops
 
-# (rows, K): K below one tile, not a power of two, and over one 1024-wide tile (two passes of tiles)
+# (rows, K): small, not powers of two, and wide. Each runs with whole rows in registers and, with
+# the widest single tile cut to 256 columns, read twice in tiles (the path of rows over 16384).
 SHAPES = [(1, 16), (5, 96), (33, 48), (7, 1100), (18, 2048)]
 
 
@@ -29,9 +30,11 @@ def _bytes(q: torch.Tensor) -> torch.Tensor:
     return q.view(torch.uint8)
 
 
+@pytest.mark.parametrize("max_tile", [quantize_module.MAX_ROW_TILE, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernel_is_the_reference(shape, dtype, device):
+def test_kernel_is_the_reference(shape, dtype, max_tile, device, monkeypatch):
+    monkeypatch.setattr(quantize_module, "MAX_ROW_TILE", max_tile)
     x = _rows(shape, dtype, device, seed=shape[1])
     q, scale = quantize_rows(x)
     q_ref, scale_ref = quantize_rows_ref(x)
@@ -44,8 +47,10 @@ def test_kernel_is_the_reference(shape, dtype, device):
     assert torch.all(q.float().abs().amax(dim=1)[nonzero] == E4M3_MAX)
 
 
+@pytest.mark.parametrize("max_tile", [quantize_module.MAX_ROW_TILE, 256])
 @pytest.mark.parametrize("shape", [(5, 96), (7, 1100)])
-def test_gelu_kernel_matches_the_reference(shape, device):
+def test_gelu_kernel_matches_the_reference(shape, max_tile, device, monkeypatch):
+    monkeypatch.setattr(quantize_module, "MAX_ROW_TILE", max_tile)
     """The kernel's GELU is the same tanh formula computed another way: scales agree to float32
     rounding, and an element may round to the neighbouring e4m3 value, rarely (values compared:
     a GELU that underflows gives -0 from one formula and +0 from the other)."""

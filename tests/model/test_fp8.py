@@ -18,6 +18,7 @@ from morphcam.model.generator import StreamGenerator
 from morphcam.model.text import TextEncoder
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32  # the GPU's row-wise FP8 GEMM writes bf16
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,13 +52,13 @@ def _clip_inputs(cfg, b=2, t=3, seed=1):
     pooled = torch.randn(b, cfg.text_dim, generator=g)
     tokens = torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g)
     n = (hw[0] // cfg.patch_size) * (hw[1] // cfg.patch_size)
-    return [a.to(DEVICE) for a in (x, cond, sigma, step, pooled, tokens)], BlockCausalContext(cfg, t, n, DEVICE)
+    return [a.to(DEVICE, DTYPE) for a in (x, cond, sigma, step, pooled, tokens)], BlockCausalContext(cfg, t, n, DEVICE)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_converted_denoiser_follows_the_float_one(backend, monkeypatch):
     cfg = tiny_stream_config(text_tokens=16)
-    dit = randomized(cfg).dit.to(DEVICE)
+    dit = randomized(cfg).dit.to(DEVICE, DTYPE)
     fp8 = to_fp8(copy.deepcopy(dit))
     for blk in fp8.blocks:
         assert all(isinstance(getattr(blk, n), FP8Linear) for n in FP8_LINEARS)
@@ -78,10 +79,11 @@ def test_converted_denoiser_follows_the_float_one(backend, monkeypatch):
 def test_stream_steps_on_a_converted_model():
     """A converted generator streams through its KV caches (the ring wraps) close to the float one."""
     cfg = tiny_stream_config(text_tokens=16)
-    model = randomized(cfg).to(DEVICE)
-    gens = [StreamGenerator(m, TextEncoder(cfg.text_tokens)) for m in (model, copy.deepcopy(model))]
+    model = randomized(cfg).to(DEVICE, DTYPE)
+    gens = [StreamGenerator(m, TextEncoder(cfg.text_tokens, torch.device(DEVICE), DTYPE))
+            for m in (model, copy.deepcopy(model))]
     to_fp8(gens[1].model.dit)
-    frames = torch.rand(1, cfg.frames_per_step, 3, 32, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    frames = torch.rand(1, cfg.frames_per_step, 3, 32, 32, generator=torch.Generator().manual_seed(4)).to(DEVICE, DTYPE)
     sessions = [g.open_session(32, 32, "comic", seed=2) for g in gens]
     for _ in range(cfg.sink_frames + cfg.window_frames + 2):
         outs = [g.step([s], frames) for g, s in zip(gens, sessions)]
@@ -111,7 +113,6 @@ def test_bf16_on_the_gpu_and_in_a_cuda_graph():
     dit = randomized(cfg).dit.to("cuda", torch.bfloat16)
     fp8 = to_fp8(copy.deepcopy(dit))
     args, ctx = _clip_inputs(cfg)
-    args = [a.to(torch.bfloat16) for a in args]
     with torch.no_grad(), dispatch.force("triton"):
         want = dit(*args, ctx)
         got = fp8(*args, ctx)
