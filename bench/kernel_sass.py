@@ -55,11 +55,15 @@ def main() -> None:
                {"x_ptr": p, "y_ptr": p, "gate_ptr": p, "out_ptr": p, **rows, "gate_sb": "i32", "gate_st": "i32"},
                {"BLOCK_M": bm, "BLOCK_D": bd}, 4)
         for gate, affine in ((True, True), (False, False)):  # the block's two calls
-            report(f"residual_norm D={d} gate={gate} affine={affine}", residual_norm._residual_norm_kernel,
-                   {"x_ptr": p, "y_ptr": p, "gate_ptr": p, "shift_ptr": p, "scale_ptr": p, "x_out_ptr": p,
-                    "h_ptr": p, **rows, "gate_sb": "i32", "gate_st": "i32", "shift_sb": "i32", "shift_st": "i32",
-                    "scale_sb": "i32", "scale_st": "i32", "eps": "fp32"},
-                   {"HAS_GATE": gate, "AFFINE": affine, "BLOCK_M": bm, "BLOCK_D": bd}, warps)
+            for quant in (False, True):  # h in bf16, or e4m3 rows for an FP8 linear
+                report(f"residual_norm D={d} gate={gate} affine={affine} quant={quant}",
+                       residual_norm._residual_norm_kernel,
+                       {"x_ptr": p, "y_ptr": p, "gate_ptr": p, "shift_ptr": p, "scale_ptr": p, "x_out_ptr": p,
+                        "h_ptr": "*fp8e4nv" if quant else p, "h_scale_ptr": "*fp32" if quant else p, **rows,
+                        "gate_sb": "i32", "gate_st": "i32", "shift_sb": "i32", "shift_st": "i32",
+                        "scale_sb": "i32", "scale_st": "i32", "eps": "fp32"},
+                       {"HAS_GATE": gate, "AFFINE": affine, "QUANT": quant, "ROUND": False,
+                        "BLOCK_M": bm, "BLOCK_D": bd}, warps)
     report("gelu", gelu._gelu_kernel, {"x_ptr": p, "out_ptr": p, "numel": "i32"}, {"BLOCK": gelu.BLOCK}, 4)
     strides = {f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhl"}  # q, k, v in; o: q (and k) out
     for block_l in (16, 32):

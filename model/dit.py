@@ -18,7 +18,7 @@ from torch import nn
 from . import ops
 from .attention import AttentionContext
 from .config import ModelConfig
-from .fp8 import FP8Linear
+from .fp8 import FP8Linear, QuantizedRows
 
 
 def timestep_features(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
@@ -84,7 +84,7 @@ class DiTBlock(nn.Module):
         if pending is None:
             h = ops.layer_norm_modulate(x, shift1, scale1, self.eps)
         else:  # the previous block's FFN residual, added with this norm (one kernel on the Triton path)
-            x, h = ops.residual_norm(x, *pending, shift1, scale1, self.eps)
+            x, h = self._residual_norm_into(self.qkv, (b, t, n), x, *pending, shift1, scale1)
         q, k, v = self.qkv(h).view(b, t * n, 3, -1).unbind(2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         # QK-norm and RoPE per frame; in a stream step the same pass writes K/V into the caches.
@@ -97,17 +97,38 @@ class DiTBlock(nn.Module):
         a = context.attend(self.layer, q, k, v, self.frame_emb)
         # Each residual add runs with the norm that reads its result (one kernel on the Triton path).
         y = self.attn_out(a.transpose(1, 2).reshape(b, t, n, -1))
-        x, h = ops.residual_norm(x, y, gate1, self.cross_norm.bias, self.cross_norm.weight, self.eps, affine=True)
+        x, h = self._residual_norm_into(self.cross_q, (b, t * n), x, y, gate1, self.cross_norm.bias,
+                                        self.cross_norm.weight, affine=True)
 
         ck, cv = self.prompt_kv(text) if cross is None else cross
-        c = ops.attention(self._heads(self.cross_q(h.view(b, t * n, d))), ck, cv)
+        c = ops.attention(self._heads(self.cross_q(h)), ck, cv)
         y = self.cross_out(c.transpose(1, 2).reshape(b, t, n, -1))
-        x, h = ops.residual_norm(x, y, None, shift2, scale2, self.eps)  # a plain add: no gate
+        x, h = self._residual_norm_into(self.ffn_in, (b, t, n), x, y, None, shift2, scale2)  # a plain add: no gate
         if defer:
             return x, (self._ffn(h), gate2)
         return ops.gated_residual(x, self._ffn(h), gate2)
 
-    def _ffn(self, h: torch.Tensor) -> torch.Tensor:
+    def _residual_norm_into(
+        self,
+        linear: nn.Module,
+        lead: tuple[int, ...],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        gate: torch.Tensor | None,
+        shift: torch.Tensor,
+        scale: torch.Tensor,
+        affine: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | QuantizedRows]:
+        """``ops.residual_norm`` of x, y: (B, T, N, D) whose h is read by ``linear``: h as (*lead, D)
+        (lead: B, T, N regrouped), or, for an ``FP8Linear``, its ``QuantizedRows`` written by the norm
+        itself (no h in the model's dtype written and read back by a separate quantization)."""
+        if not isinstance(linear, FP8Linear):
+            x, h = ops.residual_norm(x, y, gate, shift, scale, self.eps, affine)
+            return x, h.view(*lead, h.shape[-1])
+        x, (q, row_scale) = ops.residual_norm(x, y, gate, shift, scale, self.eps, affine, quantize=True)
+        return x, QuantizedRows(q, row_scale, lead)
+
+    def _ffn(self, h: torch.Tensor | QuantizedRows) -> torch.Tensor:
         if isinstance(self.ffn_in, FP8Linear):  # the GELU runs in the quantization of ffn_out's input
             return self.ffn_out(self.ffn_in.gelu_quantized(h))
         # GELU fused into the GEMM on CUDA

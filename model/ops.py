@@ -77,6 +77,11 @@ def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, to
     """
     if dispatch.use_triton(x):
         return dispatch.kernel("quantize_rows")(x, gelu)
+    return _quantized_rows(x, gelu)
+
+
+def _quantized_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch math of ``quantize_rows`` (and of ``residual_norm``'s with ``quantize``)."""
     x2 = x.reshape(-1, x.shape[-1]).float()
     if gelu:
         x2 = F.gelu(x2, approximate="tanh")
@@ -127,7 +132,8 @@ def residual_norm(
     scale: torch.Tensor,
     eps: float,
     affine: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    quantize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """A residual add and the LayerNorm that reads its result: returns ``(x, h)`` with
     ``x = x + gate * y`` (``x + y`` when gate is None) and ``h`` the LayerNorm of that x.
 
@@ -135,11 +141,14 @@ def residual_norm(
     ``layer_norm_modulate``; shift, scale: (B, T, 1, D)); with it, shift and scale are the
     LayerNorm's bias and weight (D,). On the Triton path one kernel does both; the torch path
     is the unfused add then the norm, as ``gated_residual`` and ``layer_norm`` compute them.
+    With ``quantize``, h comes as ``quantize_rows`` of it, ``(q, scale)``: q (M, D) e4m3 and
+    scale (M, 1) float32, M = B * T * N (on the Triton path written by the same kernel).
     """
     if dispatch.use_triton(x):
-        return dispatch.kernel("residual_norm")(x, y, gate, shift, scale, eps, affine)
+        return dispatch.kernel("residual_norm")(x, y, gate, shift, scale, eps, affine, quantize=quantize)
     x = x + y if gate is None else torch.addcmul(x, y, gate)
-    return x, layer_norm(x, scale, shift, eps) if affine else _modulated_norm(x, shift, scale, eps)
+    h = layer_norm(x, scale, shift, eps) if affine else _modulated_norm(x, shift, scale, eps)
+    return x, _quantized_rows(h) if quantize else h
 
 
 def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The residual + LayerNorm kernel against its reference and against the unfused ops; the
-block's torch path unchanged by the fused op, and the op's routing."""
+block's torch path unchanged by the fused op, and the op's routing. With ``quantize``: the e4m3
+rows and scales are those of ``quantize_rows`` on the unfused kernel's h, exactly."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,7 @@ import torch
 from helpers.models import randomized
 
 from morphcam.kernels import dispatch
+from morphcam.kernels.quantize_rows import E4M3_MAX, quantize_rows, quantize_rows_ref
 from morphcam.kernels.residual_norm import residual_norm, residual_norm_ref
 from morphcam.model import ops
 from morphcam.model.attention import BlockCausalContext
@@ -210,3 +212,91 @@ def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch):
     with torch.no_grad(), dispatch.force("torch"):
         plain = dit(x, cond, sigma, step, pooled, tokens, ctx)
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+
+
+# --- with quantize: h written as e4m3 rows with one float32 scale each --------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", DTYPES[:2], ids=["float32", "float16"])
+@pytest.mark.parametrize("gated,affine", [(True, False), (False, False), (True, True)], ids=["gate", "plain", "affine"])
+def test_quantized_h_is_the_reference_quantization(shape, dtype, tol, gated, affine, device, rel_error):
+    """q and scale are ``quantize_rows_ref`` of the h the kernel writes without ``quantize``, exactly
+    (q compared as values: +0 and -0 are one value). The whole torch reference's h is rounded
+    differently (the existing tests hold it to a tolerance), so against it the scales agree to that
+    tolerance and few elements take a neighbouring e4m3 value."""
+    x, y, gate, shift, scale = _inputs(shape, dtype, device, gated, affine, seed=sum(shape))
+    x_q, (q, s) = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+    m = x.numel() // x.shape[-1]
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (m, shape[-1]) and q.is_contiguous()
+    assert s.dtype == torch.float32 and s.shape == (m, 1)
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    q_ref, s_ref = quantize_rows_ref(h)
+    assert torch.equal(x_q, x_out)
+    assert torch.equal(s, s_ref) and torch.equal(q.float(), q_ref.float())
+    assert torch.all(q.float().abs().amax(dim=1) == E4M3_MAX)  # each row's largest lands on e4m3's largest
+
+    _, (q_full, s_full) = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+    assert rel_error(s, s_full) < tol
+    # Where the two h differ by a rounding, an element may land on the next e4m3 value (1/8 apart).
+    assert (q.float() != q_full.float()).float().mean() < 0.02
+    assert rel_error(q.float() * s, q_full.float() * s_full) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gated,affine", [(True, False), (False, False), (True, True)], ids=["gate", "plain", "affine"])
+def test_fused_quantize_is_norm_then_quantize_rows(dtype, gated, affine, device):
+    """The fused kernel against the two kernels it replaces: the same stream, scales and e4m3 values
+    (bf16 too: both round h to bf16 the same way before quantizing)."""
+    x, y, gate, shift, scale = _inputs((2, 3, 5, 64), dtype, device, gated, affine, seed=11)
+    x_q, (q, s) = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    q2, s2 = quantize_rows(h)
+    assert torch.equal(x_q, x_out) and torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+
+
+def test_ops_routes_quantized_residual_norm(device, monkeypatch):
+    """``ops.residual_norm(..., quantize=True)``: the torch path is the unfused ops then
+    ``quantize_rows``'s torch math (bit for bit the reference); the Triton path is the one fused
+    kernel, no separate quantization."""
+    calls = []
+    real = dispatch.kernel
+    monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
+    for gated, affine in ((True, True), (False, False)):
+        x, y, gate, shift, scale = _inputs((2, 2, 3, 48), torch.float32, device, gated, affine, seed=3)
+        ref_x, (ref_q, ref_s) = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+        with torch.no_grad(), dispatch.force("torch"):
+            x_t, (q_t, s_t) = ops.residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+            _, h_t = ops.residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+            q_u, s_u = ops.quantize_rows(h_t)
+        assert calls == []
+        assert torch.equal(x_t, ref_x) and torch.equal(s_t, ref_s) and torch.equal(q_t.float(), ref_q.float())
+        assert torch.equal(s_t, s_u) and torch.equal(q_t.float(), q_u.float())
+        with torch.no_grad(), dispatch.force("triton"):
+            x_k, (q_k, s_k) = ops.residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+        assert calls == ["residual_norm"]
+        calls.clear()
+        want_q, want_s = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)[1]
+        assert torch.equal(s_k, want_s) and torch.equal(q_k.float(), want_q.float())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gated,affine", [(True, False), (True, True), (False, False)], ids=["gate", "affine", "plain"])
+def test_quantized_bf16_at_the_wan_shape(gated, affine, rel_error):
+    """bf16 at the wan-1.3b-shape forward's size (4680 tokens x 1536, three frames), compiled: the
+    fused kernel's bytes are the unfused kernel's h through ``quantize_rows`` (the hardware cast
+    both ways), and near the torch reference's."""
+    dev, bf, (b, t, n, d) = "cuda", torch.bfloat16, (1, 3, 1560, 1536)
+    x, y = torch.randn(2, b, t, n, d, device=dev, dtype=bf).unbind(0)
+    shift, scale, gate = (torch.randn(b, t, 3, 1, d, device=dev, dtype=bf) * 0.5).unbind(2)
+    if affine:
+        shift, scale = torch.randn(d, device=dev, dtype=bf) * 0.1, 1 + torch.randn(d, device=dev, dtype=bf) * 0.1
+    gate = gate if gated else None
+    x_q, (q, s) = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+    x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
+    q2, s2 = quantize_rows(h)
+    assert q.shape == (b * t * n, d) and s.shape == (b * t * n, 1)
+    assert torch.equal(x_q, x_out) and torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+    _, (q_ref, s_ref) = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
+    assert rel_error(s, s_ref) < 1e-2
+    assert (q.float() != q_ref.float()).float().mean() < 0.05

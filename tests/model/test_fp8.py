@@ -1,6 +1,7 @@
 """FP8 linears: the layer is the dequantized product, a converted denoiser follows the float one
-within FP8's error (and is not the float one), the FFN's GELU moves into the quantization, stream
-steps run on a converted model, and bad uses are refused with what to do."""
+within FP8's error (and is not the float one), the FFN's GELU moves into the quantization, the
+norms in front of FP8 linears write their rows in e4m3 themselves, stream steps run on a converted
+model, and bad uses are refused with what to do."""
 from __future__ import annotations
 
 import copy
@@ -13,6 +14,7 @@ from helpers.models import randomized, tiny_stream_config
 from morphcam.kernels import dispatch
 from morphcam.model import ops
 from morphcam.model.attention import BlockCausalContext
+from morphcam.model.dit import DiTBlock
 from morphcam.model.fp8 import FP8_LINEARS, FP8Linear, QuantizedRows, to_fp8
 from morphcam.model.generator import StreamGenerator
 from morphcam.model.text import TextEncoder
@@ -74,6 +76,43 @@ def test_converted_denoiser_follows_the_float_one(backend, monkeypatch):
         got = fp8(*args, ctx)
     assert torch.isfinite(got).all()
     assert 1e-3 < _rel(got, want) < 0.1, _rel(got, want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_norms_hand_quantized_rows_to_fp8_linears(backend, monkeypatch):
+    """The residual norms in front of qkv (every block's but the first's: its input norm adds
+    nothing), cross_q and ffn_in write e4m3 rows and scales themselves: the output is bit for bit
+    that of each norm writing h and the FP8 linear quantizing it, and on the Triton path a forward
+    of L blocks runs 3L + 1 standalone quantizations instead of 6L, with the same 3L norms."""
+    cfg = tiny_stream_config(text_tokens=16, n_layers=3)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32  # a GPU's FP8 GEMM writes bf16
+    fp8 = to_fp8(randomized(cfg).dit.to(DEVICE, dtype))
+    args, ctx = _clip_inputs(cfg)
+    args = [a.to(dtype) for a in args]
+    calls = []
+    real = dispatch.kernel
+    monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
+
+    def norm_then_quantize(self, linear, lead, x, y, gate, shift, scale, affine=False):
+        """The block as it was: every norm writes h, each FP8 linear quantizes its input itself."""
+        x, h = ops.residual_norm(x, y, gate, shift, scale, self.eps, affine)
+        return x, h.view(*lead, h.shape[-1])
+
+    def count(names):
+        return {name: names.count(name) for name in ("residual_norm", "quantize_rows")}
+
+    with torch.no_grad(), dispatch.force(backend):
+        fused = fp8(*args, ctx)
+        fused_calls, calls[:] = count(calls), []
+        monkeypatch.setattr(DiTBlock, "_residual_norm_into", norm_then_quantize)
+        unfused = fp8(*args, ctx)
+    assert torch.isfinite(fused).all() and torch.equal(fused, unfused)
+    n = cfg.n_layers
+    if backend == "torch":
+        assert calls == []
+    else:
+        assert count(calls) == {"residual_norm": 3 * n, "quantize_rows": 6 * n}, count(calls)
+        assert fused_calls == {"residual_norm": 3 * n, "quantize_rows": 3 * n + 1}, fused_calls
 
 
 def test_stream_steps_on_a_converted_model():
