@@ -65,9 +65,9 @@ def _quantize_rows_kernel(
         x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if GELU:
             x = _gelu(x)
-        scale = tl.maximum(tl.max(tl.abs(x), axis=1) / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+        scale = tl.maximum(tl.div_rn(tl.max(tl.abs(x), axis=1), 448.0), 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(scale_ptr + rows, scale, mask=rmask)
-        v = tl.minimum(tl.maximum(x * (1.0 / scale)[:, None], -448.0), 448.0)
+        v = tl.minimum(tl.maximum(x * tl.div_rn(1.0, scale)[:, None], -448.0), 448.0)
         if ROUND:
             v = _round_e4m3(v)
         tl.store(q_ptr + rows[:, None] * k + cols[None, :], v.to(tl.float8e4nv), mask=mask)
@@ -79,9 +79,9 @@ def _quantize_rows_kernel(
             if GELU:
                 x = _gelu(x)
             amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-        scale = tl.maximum(amax / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+        scale = tl.maximum(tl.div_rn(amax, 448.0), 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(scale_ptr + rows, scale, mask=rmask)
-        inv = 1.0 / scale
+        inv = tl.div_rn(1.0, scale)
         for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
             mask = rmask[:, None] & (k0 + cols < k)[None, :]
             x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)

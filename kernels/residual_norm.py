@@ -77,9 +77,9 @@ def _residual_norm_kernel(
         h = xc * rstd[:, None] * (1.0 + sc.to(tl.float32)) + sh.to(tl.float32)
     if QUANT:  # quantize_rows of h as the unfused norm would have stored it
         h = tl.where(mask, h.to(x_out_ptr.dtype.element_ty).to(tl.float32), 0.0)
-        h_scale = tl.maximum(tl.max(tl.abs(h), axis=1) / 448.0, 2.2321428571428573e-33)  # MIN_SCALE
+        h_scale = tl.maximum(tl.div_rn(tl.max(tl.abs(h), axis=1), 448.0), 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(h_scale_ptr + rows, h_scale, mask=rows < M)
-        v = tl.minimum(tl.maximum(h * (1.0 / h_scale)[:, None], -448.0), 448.0)
+        v = tl.minimum(tl.maximum(h * tl.div_rn(1.0, h_scale)[:, None], -448.0), 448.0)
         if ROUND:
             v = _round_e4m3(v)
         tl.store(h_ptr + offs, v.to(tl.float8e4nv), mask=mask)

@@ -186,7 +186,7 @@ def test_network_torch_path_unchanged(dtype, monkeypatch):
     assert torch.equal(fused, unfused)
 
 
-def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch):
+def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch, device):
     """Per forward of L blocks: 3L fused add + norm kernels (two in each block, each FFN residual
     with the next block's input norm or the output norm), one plain norm (the first block's input),
     and no gated residual of its own; the result equals the torch path."""
@@ -195,13 +195,14 @@ def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch):
         latent_channels=4, dim=32, n_layers=3, n_heads=2, ffn_dim=64, sink_frames=1, window_frames=2,
         width=32, height=32,
     )
-    dit = randomized(cfg).dit
+    dit = randomized(cfg).dit.to(device)
     g = torch.Generator().manual_seed(2)
     b, t, hw = 1, 2, 8
-    x, cond = torch.randn(2, b, t, cfg.latent_channels, hw, hw, generator=g).unbind(0)
-    sigma, step = torch.rand(2, b, t, generator=g).unbind(0)
-    pooled, tokens = torch.randn(b, cfg.text_dim, generator=g), torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g)
-    ctx = BlockCausalContext(cfg, t, (hw // cfg.patch_size) ** 2, "cpu")
+    x, cond = torch.randn(2, b, t, cfg.latent_channels, hw, hw, generator=g).to(device).unbind(0)
+    sigma, step = torch.rand(2, b, t, generator=g).to(device).unbind(0)
+    pooled = torch.randn(b, cfg.text_dim, generator=g).to(device)
+    tokens = torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g).to(device)
+    ctx = BlockCausalContext(cfg, t, (hw // cfg.patch_size) ** 2, device)
     calls = []
     real = dispatch.kernel
     monkeypatch.setattr(dispatch, "kernel", lambda name: calls.append(name) or real(name))
