@@ -1,6 +1,9 @@
 """Row-wise FP8 (e4m3) quantization of a GEMM's input, optionally through the FFN's GELU first.
 
-Each row gets one float32 scale, ``amax(row) / 448`` (448 is e4m3's largest finite value), and is
+Each row gets one float32 scale, ``amax(row) * (1 / 448)`` (448 is e4m3's largest finite value;
+a product with the float32 reciprocal, because that is what torch computes for a division by a
+number on a GPU, and a product rounds the same everywhere: kernel and reference agree bit for
+bit on either device), and is
 stored as ``round(row / scale)`` in e4m3, rounded to nearest even: the ``scale_a`` operand and the
 A matrix of ``torch._scaled_mm`` with row-wise scaling. With ``gelu`` the row is first passed
 through the tanh GELU (the FFN's first half, whose GEMM then runs without an epilogue), so the
@@ -65,7 +68,7 @@ def _quantize_rows_kernel(
         x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if GELU:
             x = _gelu(x)
-        scale = tl.maximum(tl.div_rn(tl.max(tl.abs(x), axis=1), 448.0), 2.2321428571428573e-33)  # MIN_SCALE
+        scale = tl.maximum(tl.max(tl.abs(x), axis=1) * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(scale_ptr + rows, scale, mask=rmask)
         v = tl.minimum(tl.maximum(x * tl.div_rn(1.0, scale)[:, None], -448.0), 448.0)
         if ROUND:
@@ -79,7 +82,7 @@ def _quantize_rows_kernel(
             if GELU:
                 x = _gelu(x)
             amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-        scale = tl.maximum(tl.div_rn(amax, 448.0), 2.2321428571428573e-33)  # MIN_SCALE
+        scale = tl.maximum(amax * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(scale_ptr + rows, scale, mask=rmask)
         inv = tl.div_rn(1.0, scale)
         for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
@@ -128,5 +131,5 @@ def quantize_rows_ref(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor
     x2 = _rows(x).float()
     if gelu:
         x2 = F.gelu(x2, approximate="tanh")
-    scale = (x2.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(MIN_SCALE)
+    scale = (x2.abs().amax(dim=1, keepdim=True) * (1.0 / E4M3_MAX)).clamp_min(MIN_SCALE)
     return (x2 * (1.0 / scale)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale

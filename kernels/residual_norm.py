@@ -8,7 +8,7 @@ add writes x and the norm reads it back: two launches and one more full pass ove
 
 With ``quantize`` the normalised rows go straight to the FP8 linear that reads them: each row,
 rounded to x's dtype as the unfused norm would store it, gets one float32 scale
-(``amax(row) / 448``) and is stored in e4m3 (the bytes of ``quantize_rows`` on the stored h),
+(``amax(row) * (1 / 448)``, as ``quantize_rows``) and is stored in e4m3 (the bytes of ``quantize_rows`` on the stored h),
 so h is never written in x's dtype and read back.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _residual_norm_kernel(
         h = xc * rstd[:, None] * (1.0 + sc.to(tl.float32)) + sh.to(tl.float32)
     if QUANT:  # quantize_rows of h as the unfused norm would have stored it
         h = tl.where(mask, h.to(x_out_ptr.dtype.element_ty).to(tl.float32), 0.0)
-        h_scale = tl.maximum(tl.div_rn(tl.max(tl.abs(h), axis=1), 448.0), 2.2321428571428573e-33)  # MIN_SCALE
+        h_scale = tl.maximum(tl.max(tl.abs(h), axis=1) * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
         tl.store(h_scale_ptr + rows, h_scale, mask=rows < M)
         v = tl.minimum(tl.maximum(h * tl.div_rn(1.0, h_scale)[:, None], -448.0), 448.0)
         if ROUND:

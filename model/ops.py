@@ -72,7 +72,7 @@ def addmm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise FP8 (e4m3) quantization of a GEMM input, after the tanh GELU with ``gelu``.
 
-    x: (..., K) -> q: (M, K) float8_e4m3fn and scale: (M, 1) float32 (``amax(row) / 448``), with
+    x: (..., K) -> q: (M, K) float8_e4m3fn and scale: (M, 1) float32 (``amax(row) * (1 / 448)``), with
     M = x.numel() // K and ``q * scale`` ~= x (or gelu(x)). One Triton kernel on the GPU path.
     """
     if dispatch.use_triton(x):
@@ -85,7 +85,7 @@ def _quantized_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, 
     x2 = x.reshape(-1, x.shape[-1]).float()
     if gelu:
         x2 = F.gelu(x2, approximate="tanh")
-    scale = (x2.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(FP8_MIN_SCALE)
+    scale = (x2.abs().amax(dim=1, keepdim=True) * (1.0 / E4M3_MAX)).clamp_min(FP8_MIN_SCALE)
     return (x2 * (1.0 / scale)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
@@ -95,8 +95,12 @@ def linear_fp8(q: torch.Tensor, scale: torch.Tensor, weight_q: torch.Tensor, wei
     row-wise scales, fast accumulation).
 
     q: (M, K) e4m3; scale: (M, 1) float32; weight_q: (N, K) e4m3; weight_scale: (1, N) float32;
-    bias: (N,) in ``out_dtype`` or None. Returns (M, N) in ``out_dtype`` (bfloat16 on a GPU).
+    bias: (N,) in ``out_dtype`` or None. Returns (M, N) in ``out_dtype`` (bfloat16 on a GPU). On a
+    CPU (tests) the same product in float32 from the dequantized operands.
     """
+    if not q.is_cuda:  # the same product from the dequantized operands (not every CPU build has row-wise _scaled_mm)
+        y = (q.float() * scale) @ (weight_q.float() * weight_scale.t()).t()
+        return (y if bias is None else y + bias.float()).to(out_dtype)
     return torch._scaled_mm(q, weight_q.t(), scale_a=scale, scale_b=weight_scale, bias=bias,
                             out_dtype=out_dtype, use_fast_accum=True)
 
