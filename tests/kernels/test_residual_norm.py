@@ -218,6 +218,20 @@ def test_every_residual_add_runs_with_a_norm_on_the_triton_path(monkeypatch, dev
 # --- with quantize: h written as e4m3 rows with one float32 scale each --------------------------
 
 
+def _same_quantization(q, s, q2, s2, exact: bool, rtol: float = 1e-6) -> None:
+    """Two quantizations of one h. ``exact`` (the interpreter): the same scales and e4m3 values
+    (compared as values: +0 and -0 are one). Compiled on a GPU, the fused and the plain kernel may
+    contract h's multiply-adds differently (h one float32 unit apart, or one bf16 rounding the
+    other way): scales within ``rtol``, under 1% of the elements on a neighbouring e4m3 value."""
+    if exact:
+        assert torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+        return
+    torch.testing.assert_close(s, s2, rtol=rtol, atol=0)
+    differ = q.float() != q2.float()
+    assert differ.float().mean() < 0.01
+    assert torch.all((q.float() - q2.float()).abs()[differ] <= q2.float().abs()[differ] / 8 + 2.0**-9)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype,tol", DTYPES[:2], ids=["float32", "float16"])
 @pytest.mark.parametrize("gated,affine", [(True, False), (False, False), (True, True)], ids=["gate", "plain", "affine"])
@@ -234,7 +248,7 @@ def test_quantized_h_is_the_reference_quantization(shape, dtype, tol, gated, aff
     x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
     q_ref, s_ref = quantize_rows_ref(h)
     assert torch.equal(x_q, x_out)
-    assert torch.equal(s, s_ref) and torch.equal(q.float(), q_ref.float())
+    _same_quantization(q, s, q_ref, s_ref, exact=device == "cpu")
     assert torch.all(q.float().abs().amax(dim=1) == E4M3_MAX)  # each row's largest lands on e4m3's largest
 
     _, (q_full, s_full) = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
@@ -248,12 +262,13 @@ def test_quantized_h_is_the_reference_quantization(shape, dtype, tol, gated, aff
 @pytest.mark.parametrize("gated,affine", [(True, False), (False, False), (True, True)], ids=["gate", "plain", "affine"])
 def test_fused_quantize_is_norm_then_quantize_rows(dtype, gated, affine, device):
     """The fused kernel against the two kernels it replaces: the same stream, scales and e4m3 values
-    (bf16 too: both round h to bf16 the same way before quantizing)."""
+    (bf16 too: both round h to bf16 before quantizing; compiled, see ``_same_quantization``)."""
     x, y, gate, shift, scale = _inputs((2, 3, 5, 64), dtype, device, gated, affine, seed=11)
     x_q, (q, s) = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
     x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
     q2, s2 = quantize_rows(h)
-    assert torch.equal(x_q, x_out) and torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+    assert torch.equal(x_q, x_out)
+    _same_quantization(q, s, q2, s2, exact=device == "cpu", rtol=1e-6 if dtype == torch.float32 else 2.0**-7)
 
 
 def test_ops_routes_quantized_residual_norm(device, monkeypatch):
@@ -297,7 +312,8 @@ def test_quantized_bf16_at_the_wan_shape(gated, affine, rel_error):
     x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
     q2, s2 = quantize_rows(h)
     assert q.shape == (b * t * n, d) and s.shape == (b * t * n, 1)
-    assert torch.equal(x_q, x_out) and torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+    assert torch.equal(x_q, x_out)
+    _same_quantization(q, s, q2, s2, exact=False, rtol=2.0**-7)
     _, (q_ref, s_ref) = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
     assert rel_error(s, s_ref) < 1e-2
     assert (q.float() != q_ref.float()).float().mean() < 0.05
