@@ -376,13 +376,15 @@ def main() -> None:
         print(f"top {len(top)} 'other' kernels per forward, {arm}:")
         for r in top:
             print(f"  {r['us_per_forward']:8.1f} us {r['calls_per_forward']:6.1f} calls  {r['kernel']}")
+    for op, c in dispatch.chosen().items():  # measured choices: ring attention, quantize layouts
+        print(f"{op}: {c['choice']} ({', '.join(f'{k} {v:.3f} ms' for k, v in c['ms'].items())})")
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": dataclasses.asdict(cfg),
                        "ceilings": ceilings, "flops_per_chunk": flops, "roofline_fps": roof_fps,
                        "attention": attention, "attention_candidates": attention_rows, "arms": rows,
-                       "fp8_relative_error_per_chunk": fp8_error,
+                       "fp8_relative_error_per_chunk": fp8_error, "measured_choices": dispatch.chosen(),
                        "ms_per_forward_split": splits, "top_other_kernels": top_other}, f, indent=1)
 
 

@@ -24,6 +24,7 @@ MIN_SCALE = 1e-30 / E4M3_MAX
 # Widest row held in registers at once (8960, the wan-1.3b-shape FFN, pads to 16384: 32 values a
 # thread at 16 warps); wider rows are read twice, in tiles.
 MAX_ROW_TILE = 16384
+LAYOUTS = ("row", "row_wide", "tiles", "tiles_narrow")
 
 
 @triton.jit
@@ -96,12 +97,37 @@ def _quantize_rows_kernel(
             tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], v.to(tl.float8e4nv), mask=mask)
 
 
-def _tile(k: int) -> int:
-    """Columns per tile: the whole row where it fits in ``MAX_ROW_TILE`` (one read per element);
-    else of 1024, 512 and 256 the one that pads K least, the widest on a tie."""
-    if triton.next_power_of_2(k) <= MAX_ROW_TILE:
-        return triton.next_power_of_2(k)
+def _padding_tile(k: int) -> int:
+    """The widest of 1024, 512 and 256 columns that pads K by at most 5%; else the one padding least."""
+    for b in (1024, 512, 256):
+        if -k % b <= 0.05 * k:
+            return b
     return min((1024, 512, 256), key=lambda b: (-k % b, -b))
+
+
+def launch_layout(k: int, layout: str = "row") -> tuple[int, int, int]:
+    """(rows per program, columns per tile, warps) of ``layout`` for rows of K elements.
+
+    Every layout computes the same bytes; which is fastest depends on K and the GPU, so
+    ``ops.quantize_rows`` times them once per shape (``dispatch.fastest``):
+      row          the whole row in registers, one read per element, 32 values a thread
+      row_wide     the same with twice the warps, 16 values a thread
+      tiles        two passes over K in tiles of 1024, 512 or 256 columns (the widest padding K by
+                   at most 5%, or the one padding it least;
+                   the second pass re-reads from L2), 4096 elements a tile, 8 warps
+      tiles_narrow the same with 2048 elements a tile and 4 warps
+    Rows wider than ``MAX_ROW_TILE`` take the tiles in the row layouts too.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown quantize layout {layout!r}; choose from {LAYOUTS}")
+    if layout.startswith("row") and triton.next_power_of_2(k) <= MAX_ROW_TILE:
+        block_k = triton.next_power_of_2(k)
+        block_m = max(1, min(16, 4096 // block_k))
+        per_warp = 1024 if layout == "row" else 512
+        return block_m, block_k, max(4, min(32, block_m * block_k // per_warp))
+    block_k = _padding_tile(k) if k > 256 else triton.next_power_of_2(k)
+    elements, warps = (2048, 4) if layout == "tiles_narrow" else (4096, 8)
+    return max(1, elements // block_k), block_k, warps
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -109,16 +135,15 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor, gelu: bool = False, layout: str = "row") -> tuple[torch.Tensor, torch.Tensor]:
     """x: (..., K) float -> q: (M, K) float8_e4m3fn, scale: (M, 1) float32, M = x.numel() // K,
-    with ``q * scale`` ~= x (or ~= gelu(x) with ``gelu``, tanh-approximated)."""
+    with ``q * scale`` ~= x (or ~= gelu(x) with ``gelu``, tanh-approximated). ``layout``: how
+    programs split the work (``launch_layout``); the result is the same for each."""
     x2 = _rows(x)
     m, k = x2.shape
     q = torch.empty(m, k, device=x.device, dtype=torch.float8_e4m3fn)
     scale = torch.empty(m, 1, device=x.device, dtype=torch.float32)
-    block_k = _tile(k)
-    block_m = max(1, min(16, 4096 // block_k))
-    warps = max(4, min(16, block_m * block_k // 1024))
+    block_m, block_k, warps = launch_layout(k, layout)
     _quantize_rows_kernel[(triton.cdiv(m, block_m),)](
         x2, q, scale, m, k, x2.stride(0), GELU=gelu, ROUND=interpreting(), ONE_TILE=block_k >= k,
         BLOCK_M=block_m, BLOCK_K=block_k, num_warps=warps,

@@ -19,6 +19,7 @@ from ..kernels.ring import LaneRingView, LaneSlots, RingSlots, RingView
 
 E4M3_MAX = 448.0  # e4m3's largest finite value
 FP8_MIN_SCALE = 1e-30 / E4M3_MAX  # a row of zeros quantizes to zeros, not NaNs
+QUANTIZE_LAYOUTS = ("row", "row_wide", "tiles", "tiles_narrow")  # kernels.quantize_rows.LAYOUTS
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,7 +77,11 @@ def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, to
     M = x.numel() // K and ``q * scale`` ~= x (or gelu(x)). One Triton kernel on the GPU path.
     """
     if dispatch.use_triton(x):
-        return dispatch.kernel("quantize_rows")(x, gelu)
+        # The kernel's launch layouts compute the same bytes; the fastest is measured once per shape.
+        kernel = dispatch.kernel("quantize_rows")
+        ways = {name: (lambda name=name: kernel(x, gelu, name)) for name in QUANTIZE_LAYOUTS}
+        key = (x.shape[-1], x.numel() // x.shape[-1], x.dtype, gelu, x.device)
+        return ways[dispatch.fastest("quantize_rows", key, ways, default="row", on_gpu=x.is_cuda)]()
     return _quantized_rows(x, gelu)
 
 

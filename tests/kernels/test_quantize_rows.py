@@ -10,8 +10,8 @@ from morphcam.kernels import dispatch, quantize_rows as quantize_module
 from morphcam.kernels.quantize_rows import E4M3_MAX, quantize_rows, quantize_rows_ref
 from morphcam.model import ops
 
-# (rows, K): small, not powers of two, and wide. Each runs with whole rows in registers and, with
-# the widest single tile cut to 256 columns, read twice in tiles (the path of rows over 16384).
+# (rows, K): small, not powers of two, and wide; each in every launch layout (whole rows in
+# registers, or two passes over tiles: the path of rows over 16384 too).
 SHAPES = [(1, 16), (5, 96), (33, 48), (7, 1100), (18, 2048)]
 
 
@@ -30,13 +30,12 @@ def _bytes(q: torch.Tensor) -> torch.Tensor:
     return q.view(torch.uint8)
 
 
-@pytest.mark.parametrize("max_tile", [quantize_module.MAX_ROW_TILE, 256])
+@pytest.mark.parametrize("layout", quantize_module.LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernel_is_the_reference(shape, dtype, max_tile, device, monkeypatch):
-    monkeypatch.setattr(quantize_module, "MAX_ROW_TILE", max_tile)
+def test_kernel_is_the_reference(shape, dtype, layout, device):
     x = _rows(shape, dtype, device, seed=shape[1])
-    q, scale = quantize_rows(x)
+    q, scale = quantize_rows(x, layout=layout)
     q_ref, scale_ref = quantize_rows_ref(x)
     assert q.dtype == torch.float8_e4m3fn and q.shape == shape and scale.shape == (shape[0], 1)
     assert torch.equal(scale, scale_ref)
@@ -47,15 +46,14 @@ def test_kernel_is_the_reference(shape, dtype, max_tile, device, monkeypatch):
     assert torch.all(q.float().abs().amax(dim=1)[nonzero] == E4M3_MAX)
 
 
-@pytest.mark.parametrize("max_tile", [quantize_module.MAX_ROW_TILE, 256])
+@pytest.mark.parametrize("layout", ["row", "tiles"])
 @pytest.mark.parametrize("shape", [(5, 96), (7, 1100)])
-def test_gelu_kernel_matches_the_reference(shape, max_tile, device, monkeypatch):
-    monkeypatch.setattr(quantize_module, "MAX_ROW_TILE", max_tile)
+def test_gelu_kernel_matches_the_reference(shape, layout, device):
     """The kernel's GELU is the same tanh formula computed another way: scales agree to float32
     rounding, and an element may round to the neighbouring e4m3 value, rarely (values compared:
     a GELU that underflows gives -0 from one formula and +0 from the other)."""
     x = _rows(shape, torch.float32, device, seed=3)
-    q, scale = quantize_rows(x, gelu=True)
+    q, scale = quantize_rows(x, gelu=True, layout=layout)
     q_ref, scale_ref = quantize_rows_ref(x, gelu=True)
     torch.testing.assert_close(scale, scale_ref, rtol=1e-6, atol=0)
     differ = q.float() != q_ref.float()
@@ -104,3 +102,16 @@ def test_bf16_at_the_wan_shape(k, gelu):
         assert (q.float() != q_ref.float()).float().mean() < 0.01
     else:
         assert torch.equal(scale, scale_ref) and torch.equal(_bytes(q), _bytes(q_ref))
+
+
+def test_layouts_are_named_alike_and_rows_too_wide_take_tiles(monkeypatch, device):
+    assert ops.QUANTIZE_LAYOUTS == quantize_module.LAYOUTS
+    with pytest.raises(ValueError, match="unknown quantize layout"):
+        quantize_module.launch_layout(96, "columns")
+    assert quantize_module.launch_layout(8960, "row")[1] == 16384  # the wan FFN's row, whole
+    assert quantize_module.launch_layout(20000, "row") == quantize_module.launch_layout(20000, "tiles")
+    monkeypatch.setattr(quantize_module, "MAX_ROW_TILE", 256)
+    x = _rows((6, 1100), torch.float32, device, seed=9)
+    q, s = quantize_rows(x)  # the "row" layout now reads the rows in tiles: the same bytes
+    q_ref, s_ref = quantize_rows_ref(x)
+    assert torch.equal(_bytes(q), _bytes(q_ref)) and torch.equal(s, s_ref)
