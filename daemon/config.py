@@ -100,6 +100,13 @@ class ModelConfig:
     other prompts keep fresh noise, which their motion needs. Measured with the default model:
     flicker on a still input falls 3-50x, fidelity to the style falls 0.8-3.3 dB. "on": the same
     noise for every prompt."""
+    fp8_linears: bool = False
+    """Run the denoiser's block linears on FP8 tensor cores (e4m3 weights and activations, scales
+    per channel and per row): a GPU with compute capability 8.9 or newer (Ada, Hopper) and a
+    bfloat16 model. It pays for large models: `wan-1.3b-shape` chunks ran 9% faster at a 1.6%
+    output difference (bench/RESULTS.md); the embedded `tiny` is too small to gain. Where it
+    cannot run, the daemon says why in its log and serves the model in its own precision; the
+    "megakernel" executor needs the plain linears and falls back to "graph" with it."""
 
     def __post_init__(self) -> None:
         for i, text in enumerate(self.warm_sizes):

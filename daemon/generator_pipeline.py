@@ -34,6 +34,7 @@ import torch
 from morphcam.model.checkpoint import load_model
 from morphcam.model.prompt_snap import DEFAULT_THRESHOLD as DEFAULT_SNAP, PromptSnap, builtin_wordings
 from morphcam.model.config import PRESET_DESCRIPTIONS, ModelConfig
+from morphcam.model.fp8 import fp8_unavailable, to_fp8
 from morphcam.model.cache_batch import LaneCaches, LanePool
 from morphcam.model.cuda_graph import CudaGraphRunner, LaneGraphs
 from morphcam.model.generator import StreamGenerator, StreamSession
@@ -144,13 +145,16 @@ class GeneratorPipeline(Pipeline):
         lanes: int | None = None,
         prompt_snap: float = 0.0,
         steady_noise: str = "off",
+        fp8_linears: bool = False,
     ) -> "GeneratorPipeline":
         """Load the model (``checkpoint``, else the preset's shipped weights, else random weights).
 
         ``cuda_graphs``: on a CUDA device, replay each batch's frames as one captured graph;
         ``lanes``: see ``GeneratorPipeline`` (the daemon passes its ``max_batch``);
         ``prompt_snap``: see ``config.ModelConfig.prompt_snap`` (-1 auto, 0 off, else the threshold);
-        ``steady_noise``: see ``StreamGenerator`` ("off", "on", "auto").
+        ``steady_noise``: see ``StreamGenerator`` ("off", "on", "auto");
+        ``fp8_linears``: the block linears on FP8 tensor cores where the GPU and dtype allow
+        (``morphcam.model.fp8``); elsewhere a warning says why and the model keeps its precision.
         """
         ModelConfig.from_name(preset)  # unknown presets fail here, naming the valid ones
         dev = _resolve_device(device)
@@ -160,6 +164,13 @@ class GeneratorPipeline(Pipeline):
                 f"model {model.config.name!r} generates {model.config.frames_per_step} frames per step; the "
                 f"daemon streams one frame at a time: use a checkpoint with frames_per_step = 1"
             )
+        if fp8_linears:
+            reason = fp8_unavailable(model.dit)
+            if reason is None:
+                to_fp8(model.dit)
+                log.info("model %s: block linears on FP8 tensor cores", model.config.name)
+            else:
+                log.warning("model.fp8_linears is on but the model keeps its precision: %s", reason)
         # Lane pools are for graphs per batch size; a CPU steps each session on its own cache.
         if prompt_snap < 0:  # auto: the embedded default is trained on the built-in styles' wordings
             prompt_snap = DEFAULT_SNAP if checkpoint is None else 0.0

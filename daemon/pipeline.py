@@ -195,7 +195,8 @@ def build_pipeline(model) -> Pipeline:
         pipeline = GeneratorPipeline.load(preset=model.preset, checkpoint=model.checkpoint or None,
                                           device=model.device, dtype=model.dtype, cuda_graphs=model.cuda_graphs,
                                           lanes=model.max_batch if model.cuda_graphs else 0,
-                                          prompt_snap=model.prompt_snap, steady_noise=model.steady_noise)
+                                          prompt_snap=model.prompt_snap, steady_noise=model.steady_noise,
+                                          fp8_linears=model.fp8_linears)
         if model.executor != "graph":
             # The reason for a fallback is logged; warm up again so the first frame does not compile.
             if pipeline.generator.use_executor(model.executor) is None:

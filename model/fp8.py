@@ -78,6 +78,26 @@ def fp8_supported(device: torch.device | str) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+def fp8_unavailable(dit: nn.Module, names: Sequence[str] = FP8_LINEARS) -> str | None:
+    """Why ``dit`` cannot serve with FP8 linears here, or None: it needs a CUDA device with FP8
+    tensor cores, bfloat16 weights, and sizes that are multiples of 16. (``to_fp8`` itself also
+    converts on a CPU, slowly, for tests.)"""
+    p = next(dit.parameters())
+    if p.device.type != "cuda":
+        return f"FP8 linears run on a CUDA GPU with FP8 tensor cores; the model is on {p.device}"
+    if not fp8_supported(p.device):
+        cap = ".".join(map(str, torch.cuda.get_device_capability(p.device)))
+        return f"{torch.cuda.get_device_name(p.device)} (compute capability {cap}) has no FP8 tensor cores (8.9 or newer)"
+    if p.dtype != torch.bfloat16:
+        return f"FP8 linears need a bfloat16 model, this one is {p.dtype}: set model.dtype = \"bfloat16\" (or \"auto\")"
+    for blk in dit.blocks:
+        for name in names:
+            lin = getattr(blk, name)
+            if isinstance(lin, nn.Linear) and (lin.in_features % 16 or lin.out_features % 16):
+                return f"{name} is {lin.in_features} -> {lin.out_features}; FP8 GEMMs need multiples of 16"
+    return None
+
+
 def to_fp8(dit: nn.Module, names: Sequence[str] = FP8_LINEARS) -> nn.Module:
     """Swap each block's linears named in ``names`` for ``FP8Linear``, in place. Returns ``dit``.
 

@@ -227,6 +227,9 @@ def attach(generator, executor: str = "graph", backend: str = "triton", **option
     if executor == "graph":
         return None
     reason = support(generator.device, generator.dtype) if backend == "triton" else None
+    if reason is None and any(not isinstance(getattr(blk, n), torch.nn.Linear) for blk in generator.model.dit.blocks
+                              for n in ("qkv", "attn_out", "cross_q", "cross_out", "ffn_in", "ffn_out")):
+        reason = "its instruction list runs the block linears' float weights; the model's are in FP8 (fp8_linears)"
     if reason is None:
         try:
             generator.megakernel = MegakernelExecutor(generator.model.dit, backend=backend, **options)

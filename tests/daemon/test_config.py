@@ -107,3 +107,10 @@ def test_bridge_and_chat_sections_are_validated_by_the_same_loader(tmp_path):
     assert c.section("chat").channel == "mychannel"
     with pytest.raises(cfg.ConfigError, match="unknown key chat.chanel"):
         _load(tmp_path, '[chat]\nchanel = "x"\n')
+
+
+def test_fp8_linears_is_a_model_setting(tmp_path):
+    assert _load(tmp_path, "[model]\n").section("model").fp8_linears is False
+    assert _load(tmp_path, "[model]\nfp8_linears = true\n").section("model").fp8_linears is True
+    with pytest.raises(cfg.ConfigError, match="model.fp8_linears must be bool"):
+        _load(tmp_path, '[model]\nfp8_linears = "yes"\n').section("model")

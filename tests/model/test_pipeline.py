@@ -165,3 +165,52 @@ def test_a_reused_cache_carries_nothing_over(pipe, text_encoder):
     _open(fresh, "b", seed=5)
     for i, out in enumerate(reused):
         assert np.array_equal(out, fresh.step([("b", _frame(32, 32, i))])[0]), f"frame {i}"
+
+
+def test_fp8_linears_where_they_cannot_run_keep_the_model_and_say_why(tmp_path, caplog):
+    """``fp8_linears`` on a CPU: the model keeps its float linears, the log names the reason, and
+    the pipeline streams as usual."""
+    from torch import nn
+
+    path = save_checkpoint(randomized(small_config()), tmp_path / "m.safetensors")
+    with caplog.at_level("WARNING", logger="morphcam.daemon.generator_pipeline"):
+        p = GeneratorPipeline.load(checkpoint=str(path), device="cpu", fp8_linears=True)
+    assert "fp8_linears is on but the model keeps its precision" in caplog.text and "CUDA GPU" in caplog.text
+    assert all(isinstance(blk.ffn_in, nn.Linear) for blk in p.generator.model.dit.blocks)
+    _open(p, "s")
+    out = p.step([("s", _frame(32, 32))])[0]
+    assert not isinstance(out, Exception) and out.shape == (32, 32, 3)
+
+
+def test_fp8_unavailable_names_each_reason():
+    import torch
+
+    from morphcam.model.fp8 import fp8_unavailable
+
+    dit = randomized(small_config()).dit
+    assert "CUDA GPU" in fp8_unavailable(dit)
+    if torch.cuda.is_available():
+        from morphcam.model.fp8 import fp8_supported
+
+        if fp8_supported("cuda"):
+            assert "bfloat16" in fp8_unavailable(dit.to("cuda", torch.float16))
+            assert fp8_unavailable(dit.to("cuda", torch.bfloat16)) is None
+
+
+@pytest.mark.gpu
+def test_fp8_linears_on_a_gpu_convert_and_stream(tmp_path):
+    import torch
+
+    from morphcam.model.fp8 import FP8Linear, fp8_supported
+
+    if not fp8_supported("cuda"):
+        pytest.skip("no FP8 tensor cores on this GPU")
+    path = save_checkpoint(randomized(small_config()), tmp_path / "m.safetensors")
+    p = GeneratorPipeline.load(checkpoint=str(path), device="cuda", dtype="bfloat16", fp8_linears=True)
+    assert all(isinstance(blk.ffn_in, FP8Linear) for blk in p.generator.model.dit.blocks)
+    _open(p, "s")
+    for i in range(3):
+        out = p.step([("s", _frame(32, 32, seed=i))])[0]
+        assert not isinstance(out, Exception) and out.shape == (32, 32, 3)
+    assert p.generator.use_executor("megakernel") is not None  # the mega-kernel needs float linears
+    torch.cuda.synchronize()
