@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers.models import randomized
+from helpers.tensors import wan_norm_inputs
 from morphcam.kernels import dispatch
 from morphcam.model.config import ModelConfig
 from morphcam.model.generator import StreamGenerator
@@ -55,12 +56,7 @@ def test_residual_norm_bf16(gated, affine, rel_error):
     norm of that stored stream, and the unfused ops' result."""
     from morphcam.kernels.residual_norm import residual_norm, residual_norm_ref
 
-    dev, bf, (b, t, n, d) = "cuda", torch.bfloat16, (1, 3, 1560, 1536)
-    x, y = torch.randn(2, b, t, n, d, device=dev, dtype=bf).unbind(0)
-    shift, scale, gate = (torch.randn(b, t, 3, 1, d, device=dev, dtype=bf) * 0.5).unbind(2)
-    if affine:
-        shift, scale = torch.randn(d, device=dev, dtype=bf) * 0.1, 1 + torch.randn(d, device=dev, dtype=bf) * 0.1
-    gate = gate if gated else None
+    x, y, gate, shift, scale = wan_norm_inputs(gated, affine)
     x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
     ref_x, ref_h = residual_norm_ref(x, y, gate, shift, scale, 1e-6, affine)
     if gated:  # one rounding either way; a fused multiply-add may land one last place apart

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers.models import randomized
+from helpers.tensors import wan_norm_inputs
 
 from morphcam.kernels import dispatch
 from morphcam.kernels.quantize_rows import E4M3_MAX, quantize_rows, quantize_rows_ref
@@ -302,12 +303,8 @@ def test_quantized_bf16_at_the_wan_shape(gated, affine, rel_error):
     """bf16 at the wan-1.3b-shape forward's size (4680 tokens x 1536, three frames), compiled: the
     fused kernel's bytes are the unfused kernel's h through ``quantize_rows`` (the hardware cast
     both ways), and near the torch reference's."""
-    dev, bf, (b, t, n, d) = "cuda", torch.bfloat16, (1, 3, 1560, 1536)
-    x, y = torch.randn(2, b, t, n, d, device=dev, dtype=bf).unbind(0)
-    shift, scale, gate = (torch.randn(b, t, 3, 1, d, device=dev, dtype=bf) * 0.5).unbind(2)
-    if affine:
-        shift, scale = torch.randn(d, device=dev, dtype=bf) * 0.1, 1 + torch.randn(d, device=dev, dtype=bf) * 0.1
-    gate = gate if gated else None
+    x, y, gate, shift, scale = wan_norm_inputs(gated, affine)
+    b, t, n, d = x.shape
     x_q, (q, s) = residual_norm(x, y, gate, shift, scale, 1e-6, affine, quantize=True)
     x_out, h = residual_norm(x, y, gate, shift, scale, 1e-6, affine)
     q2, s2 = quantize_rows(h)
