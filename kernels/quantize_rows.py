@@ -56,6 +56,23 @@ def _round_e4m3(v):
 
 
 @triton.jit
+def _row_scale(amax):
+    """A row's scale from its largest magnitude: amax * (1/448) as float32 (what torch computes on
+    either device), never below MIN_SCALE."""
+    return tl.maximum(amax * 0.002232142857142857, 2.2321428571428573e-33)
+
+
+@triton.jit
+def _to_e4m3(x, inv, ROUND: tl.constexpr):
+    """Rows of x times their inverse scale ``inv``, clamped to e4m3's range, as e4m3 (rounded in
+    registers first under the interpreter: ``ROUND``)."""
+    v = tl.minimum(tl.maximum(x * inv[:, None], -448.0), 448.0)
+    if ROUND:
+        v = _round_e4m3(v)
+    return v.to(tl.float8e4nv)
+
+
+@triton.jit
 def _quantize_rows_kernel(
     x_ptr,  # reads x (M, K), row stride stride_x, unit column stride
     q_ptr,  # writes q (M, K) e4m3, contiguous
@@ -78,12 +95,9 @@ def _quantize_rows_kernel(
         x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         if GELU:
             x = _gelu(x, FAST_TANH)
-        scale = tl.maximum(tl.max(tl.abs(x), axis=1) * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
+        scale = _row_scale(tl.max(tl.abs(x), axis=1))
         tl.store(scale_ptr + rows, scale, mask=rmask)
-        v = tl.minimum(tl.maximum(x * tl.div_rn(1.0, scale)[:, None], -448.0), 448.0)
-        if ROUND:
-            v = _round_e4m3(v)
-        tl.store(q_ptr + rows[:, None] * k + cols[None, :], v.to(tl.float8e4nv), mask=mask)
+        tl.store(q_ptr + rows[:, None] * k + cols[None, :], _to_e4m3(x, tl.div_rn(1.0, scale), ROUND), mask=mask)
     else:
         amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k0 in range(0, k, BLOCK_K):  # pass 1: each row's largest magnitude
@@ -92,7 +106,7 @@ def _quantize_rows_kernel(
             if GELU:
                 x = _gelu(x, FAST_TANH)
             amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-        scale = tl.maximum(amax * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
+        scale = _row_scale(amax)
         tl.store(scale_ptr + rows, scale, mask=rmask)
         inv = tl.div_rn(1.0, scale)
         for k0 in range(0, k, BLOCK_K):  # pass 2: scale, round, store a byte per element (reads hit L2)
@@ -100,10 +114,7 @@ def _quantize_rows_kernel(
             x = tl.load(x_ptr + rows[:, None] * stride_x + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             if GELU:
                 x = _gelu(x, FAST_TANH)
-            v = tl.minimum(tl.maximum(x * inv[:, None], -448.0), 448.0)
-            if ROUND:
-                v = _round_e4m3(v)
-            tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], v.to(tl.float8e4nv), mask=mask)
+            tl.store(q_ptr + rows[:, None] * k + k0 + cols[None, :], _to_e4m3(x, inv, ROUND), mask=mask)
 
 
 def _padding_tile(k: int) -> int:

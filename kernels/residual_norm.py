@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ._rows import frame_rows, row_block
 from .dispatch import interpreting
-from .quantize_rows import _round_e4m3, quantize_rows_ref
+from .quantize_rows import _row_scale, _to_e4m3, quantize_rows_ref
 
 
 @triton.jit
@@ -77,12 +77,9 @@ def _residual_norm_kernel(
         h = xc * rstd[:, None] * (1.0 + sc.to(tl.float32)) + sh.to(tl.float32)
     if QUANT:  # quantize_rows of h as the unfused norm would have stored it
         h = tl.where(mask, h.to(x_out_ptr.dtype.element_ty).to(tl.float32), 0.0)
-        h_scale = tl.maximum(tl.max(tl.abs(h), axis=1) * 0.002232142857142857, 2.2321428571428573e-33)  # MIN_SCALE
+        h_scale = _row_scale(tl.max(tl.abs(h), axis=1))
         tl.store(h_scale_ptr + rows, h_scale, mask=rows < M)
-        v = tl.minimum(tl.maximum(h * tl.div_rn(1.0, h_scale)[:, None], -448.0), 448.0)
-        if ROUND:
-            v = _round_e4m3(v)
-        tl.store(h_ptr + offs, v.to(tl.float8e4nv), mask=mask)
+        tl.store(h_ptr + offs, _to_e4m3(h, tl.div_rn(1.0, h_scale), ROUND), mask=mask)
     else:
         tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=mask)
 
