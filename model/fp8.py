@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from ..kernels import dispatch
 from . import ops
 
 # The block linears converted by default: every GEMM a forward runs per token. The prompt's
@@ -44,7 +45,9 @@ class FP8Linear(nn.Module):
         if n % 16 or k % 16:
             raise ValueError(f"FP8 GEMMs need both sizes of a linear to be multiples of 16, got {n}x{k}: "
                              "keep this layer in bf16 (leave it out of to_fp8's names)")
-        with torch.no_grad():
+        # The weight once, by the torch math: the kernel's bytes, without timing its launch layouts
+        # for a shape that is quantized only here.
+        with torch.no_grad(), dispatch.force("torch"):
             weight_q, weight_scale = ops.quantize_rows(linear.weight.detach())
         self.in_features, self.out_features = k, n
         self.register_buffer("weight_q", weight_q)
@@ -82,14 +85,21 @@ def fp8_unavailable(dit: nn.Module, names: Sequence[str] = FP8_LINEARS) -> str |
     """Why ``dit`` cannot serve with FP8 linears here, or None: it needs a CUDA device with FP8
     tensor cores, bfloat16 weights, and sizes that are multiples of 16. (``to_fp8`` itself also
     converts on a CPU, slowly, for tests.)"""
+    return _fp8_problem(dit, names, allow_cpu=False)
+
+
+def _fp8_problem(dit: nn.Module, names: Sequence[str], allow_cpu: bool) -> str | None:
     p = next(dit.parameters())
-    if p.device.type != "cuda":
+    if p.device.type == "cpu" and allow_cpu:
+        pass
+    elif p.device.type != "cuda":
         return f"FP8 linears run on a CUDA GPU with FP8 tensor cores; the model is on {p.device}"
-    if not fp8_supported(p.device):
+    elif not fp8_supported(p.device):
         cap = ".".join(map(str, torch.cuda.get_device_capability(p.device)))
         return f"{torch.cuda.get_device_name(p.device)} (compute capability {cap}) has no FP8 tensor cores (8.9 or newer)"
-    if p.dtype != torch.bfloat16:
-        return f"FP8 linears need a bfloat16 model, this one is {p.dtype}: set model.dtype = \"bfloat16\" (or \"auto\")"
+    elif p.dtype != torch.bfloat16:
+        return (f"FP8 linears on a GPU need a bfloat16 model, this one is {p.dtype}: load it in bfloat16 "
+                f"(the daemon: model.dtype = \"bfloat16\" or \"auto\")")
     for blk in dit.blocks:
         for name in names:
             lin = getattr(blk, name)
@@ -102,16 +112,14 @@ def to_fp8(dit: nn.Module, names: Sequence[str] = FP8_LINEARS) -> nn.Module:
     """Swap each block's linears named in ``names`` for ``FP8Linear``, in place. Returns ``dit``.
 
     ``dit``: a ``CausalDiT`` in inference (its weights do not change afterwards). On a GPU the
-    model must be bfloat16 (the row-wise FP8 GEMM writes bf16)."""
-    p = next(dit.parameters())
-    if not fp8_supported(p.device):
-        raise ValueError(f"FP8 linears need FP8 tensor cores (compute capability 8.9 or newer); {p.device} has "
-                         f"{torch.cuda.get_device_capability(p.device)}: run without FP8")
-    if p.device.type == "cuda" and p.dtype != torch.bfloat16:
-        raise ValueError(f"FP8 linears on a GPU need a bfloat16 model, got {p.dtype}: load it with dtype bfloat16")
+    model must be bfloat16 (the row-wise FP8 GEMM writes bf16); a CPU computes the same product
+    from the dequantized operands (tests)."""
     unknown = set(names) - set(FP8_LINEARS)
     if unknown:
         raise ValueError(f"unknown block linears {sorted(unknown)}; choose from {FP8_LINEARS}")
+    reason = _fp8_problem(dit, names, allow_cpu=True)
+    if reason is not None:
+        raise ValueError(reason)
     for blk in dit.blocks:
         for name in names:
             lin = getattr(blk, name)

@@ -227,8 +227,7 @@ def attach(generator, executor: str = "graph", backend: str = "triton", **option
     if executor == "graph":
         return None
     reason = support(generator.device, generator.dtype) if backend == "triton" else None
-    if reason is None and any(not isinstance(getattr(blk, n), torch.nn.Linear) for blk in generator.model.dit.blocks
-                              for n in ("qkv", "attn_out", "cross_q", "cross_out", "ffn_in", "ffn_out")):
+    if reason is None and any(b.dtype == torch.float8_e4m3fn for b in generator.model.dit.buffers()):
         reason = "its instruction list runs the block linears' float weights; the model's are in FP8 (fp8_linears)"
     if reason is None:
         try:
