@@ -13,7 +13,8 @@
 # Each stage is first timed for a few dozen steps, and its step count is then set so the run
 # ends inside its budget with the learning-rate schedule completed. Both runs are resumable
 # (`morphcam train STAGE ... --out OUT_DIR/STAGE --resume` with the same flags, which the log
-# OUT_DIR/commands.txt records). The result is OUT_DIR/dn/model.safetensors.
+# OUT_DIR/commands.txt records). The result is OUT_DIR/dn/model.safetensors, and beside it
+# OUT_DIR/dn/best.safetensors, the export at the lowest held-out loss (log.jsonl flags that eval "best").
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -73,4 +74,5 @@ cmd=("$morphcam" train denoiser "${common[@]}" "${dn_flags[@]}" --init "$from"
      --steps "$dn_steps" --warmup 300 --eval-interval 500 --ckpt-interval 500 --out "$out/dn" --resume)
 printf '%q ' "${cmd[@]}" >>"$out/commands.txt"; echo >>"$out/commands.txt"
 "${cmd[@]}"
-echo "done: $out/dn/model.safetensors" | tee -a "$out/commands.txt"
+echo "done: $out/dn/model.safetensors (the EMA at the end); $out/dn/best.safetensors (at the lowest eval loss)" |
+  tee -a "$out/commands.txt"

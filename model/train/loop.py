@@ -36,7 +36,7 @@ from .objectives import AutoencoderObjective, DenoiserObjective
 from .pool import ClipPool, LatentClipBatch
 from .shortcut import ShortcutObjective, draw_shortcut
 from .sources import ClipSource, make_source, make_train_source, restore_source, source_state
-from .state import LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
+from .state import BEST_FILENAME, LOG_FILENAME, STATE_FILENAME, export_model, init_weights, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, warmup, total, floor)
         )
         self.step = 0
+        # The lowest held-out loss so far; its EMA export is kept beside the last (``BEST_FILENAME``).
+        self.best_eval = math.inf
         self._data_seconds = 0.0  # host seconds spent drawing batches since the last log line
 
         self.source = source if source is not None else make_train_source(cfg, env.rank, dev)
@@ -178,6 +180,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self.best_eval = float(state.get("best_eval", math.inf))  # states written before it had none
         mine = state["ranks"][self.env.rank]
         torch.set_rng_state(mine["torch"])
         if mine.get("cuda") is not None and self.device.type == "cuda":
@@ -199,6 +202,7 @@ class Trainer:
         state = {
             "config": self.config.to_json(),
             "step": self.step,
+            "best_eval": self.best_eval,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -357,6 +361,10 @@ class Trainer:
                 record = {"event": "eval", "step": self.step, "eval_loss": self.evaluate()}
                 if cfg.stage in ("denoiser", "prune"):
                     record["eval_loss_sampler"] = self.evaluate_sampler_levels()
+                if record["eval_loss"] < self.best_eval:  # held-out loss often bottoms out before the end
+                    self.best_eval = record["eval_loss"]
+                    record["best"] = True
+                    export_model(self.ema, cfg.out_dir, name=BEST_FILENAME)
                 self._log(record)
             if self.step % cfg.ckpt_interval == 0 and self.step < last:
                 self.save()

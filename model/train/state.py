@@ -21,6 +21,7 @@ from ..network import RestyleModel
 
 STATE_FILENAME = "train_state.pt"
 LOG_FILENAME = "log.jsonl"
+BEST_FILENAME = "best.safetensors"  # the EMA export at the lowest held-out loss of a run
 
 
 def _replace_atomically(tmp: Path, path: Path) -> None:
@@ -49,10 +50,12 @@ def load_state(out_dir: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def export_model(model: RestyleModel, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write ``model`` as ``out_dir/model.safetensors`` in the generator's checkpoint format."""
-    path = Path(out_dir) / CHECKPOINT_FILENAME
-    tmp = save_checkpoint(model, path.with_name("model.tmp.safetensors"), dtype=dtype)
+def export_model(
+    model: RestyleModel, out_dir: str | Path, dtype: torch.dtype = torch.float16, name: str = CHECKPOINT_FILENAME
+) -> Path:
+    """Write ``model`` as ``out_dir/name`` (default ``model.safetensors``) in the generator's checkpoint format."""
+    path = Path(out_dir) / name
+    tmp = save_checkpoint(model, path.with_name(path.stem + ".tmp.safetensors"), dtype=dtype)
     _replace_atomically(tmp, path)
     return path
 

@@ -180,3 +180,27 @@ def test_the_sampler_level_eval_moves_only_the_noise_levels(tmp_path, text_encod
     assert at_levels.evaluate_sampler_levels() == at_levels.evaluate()
     mixed = _trainer(train_config(tmp_path / "b", stage="denoiser", steps=1, frames=3, sampler_prob=0.0), text_encoder)
     assert mixed.evaluate_sampler_levels() != mixed.evaluate()
+
+
+@pytest.mark.parametrize("lr", [5e-3, 0.5])  # held-out loss falling throughout; rising after a while
+def test_the_best_held_out_export_is_kept_across_a_resume(tmp_path, text_encoder, lr):
+    """``best.safetensors`` is the EMA export at the lowest eval loss: each eval that beats every
+    earlier one (before and after a resume) is flagged and re-exported, no other."""
+    base = dict(stage="denoiser", steps=6, frames=3, eval_interval=1, lr=lr, ema_decay=0.0)
+    first = _trainer(train_config(tmp_path, **base), text_encoder)
+    first.train(stop_at=2)
+    resumed = _trainer(train_config(tmp_path, resume=True, **base), text_encoder)
+    assert resumed.best_eval == first.best_eval < float("inf")
+    resumed.train()
+    run = tmp_path / "run"
+    evals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [1, 2, 3, 4, 5, 6]
+    best = float("inf")
+    for r in evals:
+        assert r.get("best", False) == (r["eval_loss"] < best), r
+        best = min(best, r["eval_loss"])
+    assert resumed.best_eval == best
+    assert all(r.get("best") for r in evals) == (lr < 0.1)  # the large rate overshoots: some evals lose
+    last_is_best = evals[-1].get("best", False)
+    assert ((run / "best.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()) == last_is_best
+    assert not list(run.glob("*.tmp.safetensors"))
