@@ -1,7 +1,8 @@
 """Does FP8 attention pay on Hopper? The `wan-1.3b-shape` steady attention (one forward of LongLive's
 chunk: 4680 queries x 18,720 keys x 12 heads x 128) through cuDNN and FLASH in bf16 against
 ``kernels.attention_fp8`` at several launches: Q @ K^T in e4m3 with P @ V in e4m3 ("fp8") or bf16
-("fp8 qk"), and the same kernel on bf16 operands ("bf16"), with the cost of quantizing the inputs
+("fp8 qk"), Q @ K^T in int8 as SageAttention does ("int8 qk", "int8 qk, fp8 pv"), and the same
+kernel on bf16 operands ("bf16"), with the cost of quantizing the inputs
 (eager torch ops and ``ops.quantize_rows``) beside them.
 
 Accuracy: each output's relative L2 error against float32 attention of the same bf16 inputs.
@@ -34,15 +35,22 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return float((y.float() - ref.float()).norm() / ref.float().norm())
 
 
-def quantize_inputs(q, k, v, block_n: int, pv_fp8: bool):
+def int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, K) -> (M, K) int8 and (M, 1) float32 scales, amax / 127 per row (SageAttention's Q/K)."""
+    scale = (x.float().abs().amax(dim=1, keepdim=True) * (1.0 / 127.0)).clamp_min(1e-30)
+    return torch.round(x.float() * (1.0 / scale)).to(torch.int8), scale
+
+
+def quantize_inputs(q, k, v, block_n: int, pv_fp8: bool, qk_int8: bool = False):
     """q: (H, Lq, D) token-major; k, v: (H, L, D) -> the operands of ``attention_fp8`` (keys padded)."""
     h, lq, d = q.shape
     length = k.shape[1]
     padded = -(-length // block_n) * block_n
-    q8, qs = ops.quantize_rows(q.transpose(0, 1).reshape(lq * h, d))
+    rows = int8_rows if qk_int8 else ops.quantize_rows
+    q8, qs = rows(q.transpose(0, 1).reshape(lq * h, d))
     q8, qs = q8.view(lq, h, d).transpose(0, 1), qs.view(lq, h).t()
     kp = F.pad(k, (0, 0, 0, padded - length))
-    k8, ks = ops.quantize_rows(kp.reshape(h * padded // block_n, block_n * d))
+    k8, ks = rows(kp.reshape(h * padded // block_n, block_n * d))
     k8, ks = k8.view(h, padded, d), ks.view(h, padded // block_n)
     vp = F.pad(v, (0, 0, 0, padded - length))
     if pv_fp8:
@@ -92,8 +100,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for bm, bn, warps, stages in LAUNCHES:
         launch = dict(block_m=bm, num_warps=warps, num_stages=stages)
-        for arm, pv in (("fp8", True), ("fp8 qk", False)):
-            ops_ = quantize_inputs(q, k, v, bn, pv)
+        for arm, pv, i8 in (("fp8", True, False), ("fp8 qk", False, False), ("int8 qk, fp8 pv", True, True),
+                            ("int8 qk", False, True)):
+            ops_ = quantize_inputs(q, k, v, bn, pv, i8)
             try:
                 fn = lambda: attention_fp8(*ops_, bn, bf, **launch)  # noqa: E731
                 record(arm, bench_ms(fn), fn(), block_n=bn, **launch)

@@ -1,6 +1,6 @@
 """Attention on FP8 tensor cores: e4m3 queries, keys and (optionally) values with float32 scales.
 
-In the manner of SageAttention: Q @ K^T runs on e4m3 operands, each query row (token, head)
+In the manner of SageAttention: Q @ K^T runs on e4m3 (or int8) operands, each query row (token, head)
 with its own scale and each block of ``BLOCK_N`` keys with one scale, so the logits are the
 fp32 dot times ``q_scale[row] * k_scale[block]``. The online softmax stays in fp32 (exp2). With
 e4m3 values, P @ V runs in e4m3 too: P (at most 1 after the running max is subtracted) is
@@ -30,7 +30,7 @@ P_SCALE = 256.0  # P in (0, 1] is stored as P * 256 in e4m3 (max 448)
 
 @triton.jit
 def _attention_fp8_kernel(
-    q_ptr,  # reads q (H, Lq, DH) e4m3 (or bf16/fp16) at h * sq_h + l * sq_l + d
+    q_ptr,  # reads q (H, Lq, DH) e4m3 (or int8, bf16, fp16; k alike) at h * sq_h + l * sq_l + d
     qs_ptr,  # reads q_scale (H, Lq) float32 at h * sqs_h + l * sqs_l
     k_ptr,  # reads k (H, L, DH), contiguous, L a multiple of BLOCK_N
     ks_ptr,  # reads k_scale (H, L // BLOCK_N) float32, contiguous
@@ -123,7 +123,8 @@ def attention_fp8(
 ) -> torch.Tensor:
     """softmax(dequant(q) @ dequant(k)^T / sqrt(Dh) + bias) @ dequant(v).
 
-    q: (H, Lq, Dh) e4m3, any strides with a unit one along Dh; q_scale: (H, Lq) float32, any strides;
+    q: (H, Lq, Dh) e4m3 (or int8; k the same dtype), any strides with a unit one along Dh;
+    q_scale: (H, Lq) float32, any strides;
     k: (H, L, Dh) e4m3, contiguous, L a multiple of ``block_n``; k_scale: (H, L // block_n) float32,
     one scale per block of ``block_n`` keys; v: (H, Dh, L) e4m3 with v_scale (H, Dh), or (H, L, Dh)
     bf16/fp16 with v_scale None; bias: (L,) float32, 0 or -inf. ``block_m``, ``num_warps``,

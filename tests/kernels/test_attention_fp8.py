@@ -91,3 +91,17 @@ def test_bf16_output_on_the_gpu():
     out = attention_fp8(*ops_, bn, torch.bfloat16)
     ref = attention_fp8_ref(*ops_, bn, torch.float32)
     assert out.dtype == torch.bfloat16 and _rel(out, ref) < 0.03
+
+
+@pytest.mark.parametrize("pv_fp8", [True, False])
+def test_int8_queries_and_keys(pv_fp8, device):
+    """Q and K in int8 (SageAttention's choice): the integer dot, then the same scales."""
+    h, lq, length, dh, bn = 2, 40, 96, 32, 32
+    q, qs, k, ks, v, vs, bias = _operands(h, lq, length, dh, bn, pv_fp8, device, seed=11, masked=[(90, 96)])
+    g = torch.Generator().manual_seed(12)
+    q = torch.randint(-127, 128, (lq, h, dh), generator=g, dtype=torch.int8).transpose(0, 1).to(device)
+    k = torch.randint(-127, 128, (h, length, dh), generator=g, dtype=torch.int8).to(device)
+    qs, ks = qs * 0.03, ks * 0.03
+    out = attention_fp8(q, qs, k, ks, v, vs, bias, bn, torch.float32, block_m=16, num_warps=4, num_stages=1)
+    ref = attention_fp8_ref(q, qs, k, ks, v, vs, bias, bn, torch.float32)
+    assert _rel(out, ref) < (0.03 if pv_fp8 else 1e-3)
